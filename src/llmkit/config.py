@@ -1,0 +1,366 @@
+"""Typed configuration: one dataclass per concern, YAML presets, ``section.field=value`` overrides.
+
+A run is described by a :class:`RunConfig` (data, tokenizer, model, train). Presets live in
+``llmkit/configs/<name>.yaml`` and hold only the fields that differ from the defaults below.
+Overrides from the command line (``train.max_steps=100``) are parsed with YAML so numbers,
+booleans and lists get their natural types, checked against the dataclass field types, and the
+resolved config is written to the run directory as ``config.yaml`` so every run can be repeated.
+
+``ModelConfig`` uses Hugging Face ``LlamaConfig`` field names, so ``config.json`` of a checkpoint
+is this dataclass plus ``architectures``/``model_type``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from llmkit.errors import ConfigError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it is split."""
+
+    sources: list[str] = field(default_factory=lambda: ["shakespeare"])
+    """Corpus names (``shakespeare``, ``fortunes-zh``), files, directories, globs, ``*.jsonl``,
+    ``*.parquet``, saved ``datasets`` directories, or ``hf:NAME[:CONFIG]`` hub datasets."""
+    text_field: str = "text"
+    """Field holding the text in JSONL, Parquet and ``datasets`` sources."""
+    val_fraction: float = 0.05
+    """Fraction of documents held out for validation (chosen by a hash of the document)."""
+    strict: bool = False
+    """Fail on the first malformed JSONL line instead of skipping and counting it."""
+    max_documents: int = 0
+    """Read at most this many documents per source (0 = all); useful for streamed hub data."""
+    streaming: bool = False
+    """Stream hub datasets instead of downloading them whole."""
+    split: str = "train"
+    """Split name for hub datasets."""
+
+
+@dataclass
+class TokenizerConfig:
+    """Byte-level BPE training."""
+
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    max_train_chars: int = 0
+    """Train the tokenizer on at most this many characters of the corpus (0 = all)."""
+
+
+@dataclass
+class ModelConfig:
+    """A LLaMA-family decoder. Field names follow ``transformers.LlamaConfig``."""
+
+    vocab_size: int = 4096
+    hidden_size: int = 256
+    intermediate_size: int = 0
+    """SwiGLU width; 0 derives ``8/3 * hidden_size`` rounded up to a multiple of 64."""
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 0
+    """Grouped-query attention: 0 means as many as ``num_attention_heads`` (plain multi-head)."""
+    max_position_embeddings: int = 256
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None
+    """``{"rope_type": "linear"|"dynamic"|"yarn", "factor": F, ...}`` as transformers writes it."""
+    rms_norm_eps: float = 1e-5
+    tie_word_embeddings: bool = True
+    initializer_range: float = 0.02
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    pad_token_id: int = 0
+
+    def __post_init__(self):
+        if self.intermediate_size <= 0:
+            self.intermediate_size = 64 * -(-int(8 * self.hidden_size / 3) // 64)
+        if self.num_key_value_heads <= 0:
+            self.num_key_value_heads = self.num_attention_heads
+        self.validate()
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self) -> None:
+        """Reject impossible shapes with a message that names the field."""
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "max_position_embeddings"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(
+                f"model.hidden_size={self.hidden_size} is not divisible by "
+                f"model.num_attention_heads={self.num_attention_heads}; pick heads that divide the width")
+        if self.head_dim % 2:
+            raise ConfigError(f"model head_dim={self.head_dim} (hidden_size/num_attention_heads) must be even for RoPE")
+        if self.num_attention_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"model.num_attention_heads={self.num_attention_heads} is not divisible by "
+                f"model.num_key_value_heads={self.num_key_value_heads}; use a divisor for grouped-query attention")
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        """Parameter count computed from the shape (no model needed)."""
+        h, i, L, v = self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.vocab_size
+        kv = self.num_key_value_heads * self.head_dim
+        per_layer = h * h * 2 + h * kv * 2 + 3 * h * i + 2 * h
+        n = L * per_layer + h
+        if include_embeddings:
+            n += v * h * (1 if self.tie_word_embeddings else 2)
+        return n
+
+    def to_hf_dict(self) -> dict[str, Any]:
+        """The ``config.json`` of a Hugging Face ``LlamaForCausalLM`` with this shape."""
+        d = dataclasses.asdict(self)
+        d.update(
+            architectures=["LlamaForCausalLM"],
+            model_type="llama",
+            head_dim=self.head_dim,
+            hidden_act="silu",
+            attention_bias=False,
+            attention_dropout=0.0,
+            mlp_bias=False,
+            pretraining_tp=1,
+            torch_dtype="float32",
+            use_cache=True,
+        )
+        if d["rope_scaling"] is None:
+            d.pop("rope_scaling")
+        return d
+
+    @classmethod
+    def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+        """Read a Llama/Qwen2/Mistral-style ``config.json``; unknown keys are ignored."""
+        if d.get("model_type") not in (None, "llama", "qwen2", "mistral"):
+            raise ConfigError(f"{source}: model_type {d.get('model_type')!r} is not supported "
+                              "(llmkit reads llama, qwen2 and mistral checkpoints)")
+        names = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
+                   if k not in kwargs]
+        if missing:
+            raise ConfigError(f"{source}: missing {', '.join(missing)}; is this a causal LM config?")
+        rs = d.get("rope_parameters") or d.get("rope_scaling")
+        if isinstance(rs, dict):
+            if "rope_theta" in rs and "rope_theta" not in d:
+                kwargs["rope_theta"] = rs["rope_theta"]
+            kind = rs.get("rope_type", rs.get("type", "default"))
+            kwargs["rope_scaling"] = None if kind == "default" else dict(rs)
+        for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
+            if isinstance(kwargs.get(k), list):
+                kwargs[k] = kwargs[k][0]
+            if kwargs.get(k) is None:
+                kwargs.pop(k, None)
+        return cls(**kwargs)
+
+
+@dataclass
+class TrainConfig:
+    """The one training loop's knobs (shared by every stage)."""
+
+    max_steps: int = 1000
+    batch_size: int = 16
+    """Sequences per micro-batch per process."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; global batch = batch_size * grad_accum * world_size."""
+    seq_len: int = 256
+    optimizer: str = "adamw"
+    """``adamw``, or ``muon`` (Muon for hidden matrices, AdamW for embeddings, head and norms)."""
+    lr: float = 3e-3
+    muon_lr: float = 0.02
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 50
+    schedule: str = "cosine"
+    """``cosine`` (warmup, cosine to min) or ``wsd`` (warmup, stable, linear decay at the end)."""
+    decay_fraction: float = 0.2
+    """For ``wsd``: fraction of steps spent decaying."""
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    dtype: str = "auto"
+    """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``."""
+    compile: bool = False
+    eval_every: int = 100
+    eval_batches: int = 8
+    ckpt_every: int = 200
+    keep_last: int = 2
+    log_every: int = 10
+    seed: int = 1337
+    device: str = "auto"
+    time_budget_s: float = 0.0
+    """Stop after this many seconds of training (0 = no limit); the schedule still uses max_steps."""
+
+    def validate(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "seq_len", "eval_batches", "keep_last"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.optimizer not in ("adamw", "muon"):
+            raise ConfigError(f"train.optimizer={self.optimizer!r}: use 'adamw' or 'muon'")
+        if self.schedule not in ("cosine", "wsd"):
+            raise ConfigError(f"train.schedule={self.schedule!r}: use 'cosine' or 'wsd'")
+        if self.dtype not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"train.dtype={self.dtype!r}: use 'auto', 'fp32' or 'bf16'")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class SampleConfig:
+    """Samples written to the report at the end of pretraining."""
+
+    prompts: list[str] = field(default_factory=lambda: ["ROMEO:", "To be, or not"])
+    max_new_tokens: int = 120
+    temperature: float = 0.8
+    top_k: int = 50
+
+
+@dataclass
+class RunConfig:
+    """Everything a speedrun needs; the YAML presets are partial dicts of this."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    preset: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        from llmkit.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` or raise a ConfigError naming ``where``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        tp = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is list or origin is list:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return [str(v) for v in value] if args and args[0] is str else value
+    if tp is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        return value
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if tp in (int, float, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def _build(cls, values: dict[str, Any], where: str):
+    """Make dataclass ``cls`` from a dict, rejecting unknown fields by name."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    kwargs = {}
+    for key, value in (values or {}).items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown field {key!r}; known fields: {', '.join(known)}")
+        ftype = hints[key]
+        if dataclasses.is_dataclass(ftype):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}.{key} must be a mapping of fields")
+            kwargs[key] = _build(ftype, value, f"{where}.{key}" if where else key)
+        else:
+            kwargs[key] = _check_type(value, ftype, f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """``["train.lr=1e-3", "data.sources=[a.txt,b.txt]"]`` -> nested dict with YAML-typed values."""
+    nested: dict[str, Any] = {}
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.field=value (e.g. train.max_steps=100)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        # YAML reads 1e-3 as a string; accept it as a number.
+        if isinstance(value, str):
+            try:
+                value = float(value) if any(c in value for c in "eE.") else value
+            except ValueError:
+                pass
+        parts = key.strip().split(".")
+        cur = nested
+        for p in parts[:-1]:
+            cur = cur.setdefault(p, {})
+            if not isinstance(cur, dict):
+                raise ConfigError(f"override {item!r} conflicts with an earlier one")
+        cur[parts[-1]] = value
+    return nested
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "rope_scaling":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_preset_dict(name_or_path: str) -> dict[str, Any]:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name_or_path!r}; choose one of {', '.join(list_presets())} "
+                          "or give a path to a .yaml file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a preset must be a mapping of sections (data, tokenizer, model, train)")
+    return data
+
+
+def resolve(preset: str = "cpu-tiny", overrides: list[str] | None = None,
+            base: dict[str, Any] | None = None) -> RunConfig:
+    """Preset + overrides -> a validated RunConfig. ``base`` (a saved config.yaml) replaces the preset."""
+    data = base if base is not None else load_preset_dict(preset)
+    data = _merge(data, parse_overrides(overrides or []))
+    data.setdefault("preset", preset)
+    cfg = _build(RunConfig, data, "")
+    cfg.train.validate()
+    if cfg.model.vocab_size != cfg.tokenizer.vocab_size:
+        cfg.model.vocab_size = cfg.tokenizer.vocab_size
+    return cfg
+
+
+def build_section(cls, values: dict[str, Any], where: str):
+    """Public wrapper of the validated dataclass builder (for stage-specific configs)."""
+    return _build(cls, values, where)
