@@ -1,0 +1,226 @@
+"""Checkpoints in Hugging Face layout, written atomically, resumable exactly.
+
+A checkpoint directory holds ``config.json`` (LlamaForCausalLM), ``model.safetensors``,
+``generation_config.json``, the tokenizer files and, while training may resume, ``trainer_state.pt``
+(optimizer, step, RNG states, data position). ``transformers.AutoModelForCausalLM.from_pretrained``
+loads it with no custom code.
+
+Atomicity: a checkpoint is written into ``<name>.tmp-<pid>`` and renamed into place; the
+``latest`` pointer file is itself replaced atomically, and only after the directory it names is
+complete. A process killed at any instant therefore leaves either the previous checkpoint or the
+new one, never a half-written one that a resume would pick up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from llmkit.config import ModelConfig
+from llmkit.errors import CheckpointError
+
+FORMAT_VERSION = 1
+REQUIRED_FILES = ("config.json", "model.safetensors")
+TRAINER_STATE = "trainer_state.pt"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict as HF expects it: tied ``lm_head`` omitted, tensors contiguous and unshared."""
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
+    model = getattr(model, "module", model)  # unwrap DDP
+    sd = model.state_dict()
+    if model.config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    return {k: v.detach().contiguous() for k, v in sd.items()}
+
+
+def write_model_files(directory: Path, model: torch.nn.Module, tokenizer=None,
+                      generation: dict | None = None, extra_config: dict | None = None) -> None:
+    """Write config.json, model.safetensors, generation_config.json and tokenizer files into an
+    existing (temporary) directory. Callers make it atomic with :func:`save_checkpoint`."""
+    core = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
+    cfg: ModelConfig = core.config
+    hf = cfg.to_hf_dict()
+    hf["llmkit_format_version"] = FORMAT_VERSION
+    if extra_config:
+        hf.update(extra_config)
+    save_file(_hf_state_dict(core), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    gen = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
+           "pad_token_id": cfg.pad_token_id, "do_sample": True, "temperature": 0.8, "top_k": 50,
+           "max_length": cfg.max_position_embeddings}
+    gen.update(generation or {})
+    (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save(directory)
+    # config.json last: its presence marks the model files complete.
+    (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
+
+
+def save_checkpoint(directory: Path, model: torch.nn.Module, tokenizer=None,
+                    trainer_state: dict | None = None, generation: dict | None = None,
+                    extra_config: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:
+    """Write a complete checkpoint to ``directory`` atomically (temp dir + rename).
+
+    An existing ``directory`` is replaced only once the new one is complete.
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-{os.getpid()}-"))
+    try:
+        write_model_files(tmp, model, tokenizer, generation, extra_config)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
+        if trainer_state is not None:
+            torch.save(trainer_state, tmp / TRAINER_STATE)
+        _fsync_dir_files(tmp)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _fsync_dir_files(directory: Path) -> None:
+    for p in directory.iterdir():
+        if p.is_file():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+
+
+def check_checkpoint(directory: Path) -> dict:
+    """Validate a checkpoint directory and return its parsed ``config.json``.
+
+    Raises CheckpointError naming what is missing or wrong and what to do.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory not found")
+    missing = [f for f in REQUIRED_FILES if not (directory / f).is_file()]
+    if missing:
+        raise CheckpointError(f"{directory}: incomplete checkpoint, missing {', '.join(missing)}; "
+                              "re-run the stage that writes it (it resumes) or point at a complete checkpoint")
+    try:
+        hf = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{directory / 'config.json'}: not valid JSON ({e}); the checkpoint is corrupt") from None
+    version = hf.get("llmkit_format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{directory}: checkpoint format version {version} is newer than this llmkit "
+                              f"understands ({FORMAT_VERSION}); upgrade llmkit")
+    return hf
+
+
+def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+    """Load a checkpoint's model (ours or any Llama/Qwen2/Mistral-layout HF checkpoint)."""
+    from llmkit.model.transformer import Transformer
+
+    directory = Path(directory)
+    hf = check_checkpoint(directory)
+    config = ModelConfig.from_hf_dict(hf, source=str(directory / "config.json"))
+    with torch.device("meta"):
+        model = Transformer(config)
+    model = model.to_empty(device="cpu")
+    try:
+        sd = load_file(str(directory / "model.safetensors"))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt") from None
+    if config.tie_word_embeddings:
+        sd.pop("lm_head.weight", None)
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise CheckpointError(f"{directory / 'model.safetensors'}: weights do not match config.json ({what}); "
+                              "the checkpoint is incomplete or from an incompatible model")
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.model.rotary_emb.__init__(config)  # buffers were on meta; recompute
+    model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    model.eval()
+    return model
+
+
+def load_trainer_state(directory: Path) -> dict | None:
+    """The resumable state saved beside a checkpoint, loaded without executing pickled code."""
+    path = Path(directory) / TRAINER_STATE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt or foreign file
+        raise CheckpointError(f"{path}: cannot be loaded safely ({type(e).__name__}); delete it to start over") from None
+
+
+class CheckpointManager:
+    """Numbered training checkpoints under ``<stage>/checkpoints/`` with a ``latest`` pointer.
+
+    Keeps the last ``keep_last``. The pointer is rewritten atomically after the directory it names
+    is complete, so a resume always finds a whole checkpoint.
+    """
+
+    def __init__(self, root: Path, keep_last: int = 2):
+        self.root = Path(root)
+        self.keep_last = keep_last
+
+    def path_for(self, step: int) -> Path:
+        return self.root / f"step_{step:08d}"
+
+    def latest(self) -> Path | None:
+        pointer = self.root / "latest"
+        if pointer.is_file():
+            target = self.root / pointer.read_text().strip()
+            if (target / "config.json").is_file() and (target / TRAINER_STATE).is_file():
+                return target
+        # Pointer missing or stale: fall back to the newest complete numbered directory.
+        done = sorted(p for p in self.root.glob("step_*")
+                      if (p / "config.json").is_file() and (p / TRAINER_STATE).is_file())
+        return done[-1] if done else None
+
+    def save(self, step: int, model, tokenizer, trainer_state: dict, **kwargs) -> Path:
+        path = save_checkpoint(self.path_for(step), model, tokenizer, trainer_state, **kwargs)
+        atomic_write_text(self.root / "latest", path.name + "\n")
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        steps = sorted(p for p in self.root.glob("step_*") if p.is_dir())
+        for old in steps[:-self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        for tmp in self.root.glob(".*.tmp-*"):
+            # leftovers of a process killed mid-write (ours are gone by now)
+            if f".tmp-{os.getpid()}-" not in tmp.name:
+                shutil.rmtree(tmp, ignore_errors=True)

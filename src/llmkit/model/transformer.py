@@ -1,0 +1,179 @@
+"""A LLaMA-family decoder-only transformer, readable top to bottom.
+
+RMSNorm -> grouped-query attention with RoPE -> RMSNorm -> SwiGLU MLP, pre-norm residual blocks,
+optional tied input/output embeddings. Module and parameter names mirror Hugging Face's
+``LlamaForCausalLM`` (``model.layers.0.self_attn.q_proj.weight`` ...), so ``state_dict()`` saved to
+safetensors next to ``ModelConfig.to_hf_dict()`` *is* a Hugging Face checkpoint.
+
+Shapes: B batch, T new tokens, S attended tokens (cache + new), H query heads, K key/value heads,
+D head_dim, C hidden size, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from llmkit.config import ModelConfig
+from llmkit.model.rope import RotaryEmbedding, apply_rope
+
+
+class KVCacheLike(Protocol):
+    """What attention needs from a KV cache (the inference engine provides one)."""
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store new keys/values (B, K, T, D) and return all of them so far (B, K, S, D)."""
+        ...
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm computed in fp32, as in Llama (and bit-compatible with HF's)."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_head = config.num_attention_heads
+        self.n_kv_head = config.num_key_value_heads
+        self.head_dim = config.head_dim
+        C = config.hidden_size
+        self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=False)
+        self.k_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=False)
+        self.v_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=False)
+        self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=False)
+
+    def forward(self, x, cos, sin, attn_mask=None, kv_cache: KVCacheLike | None = None):
+        B, T, _ = x.shape
+        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        q, k = apply_rope(q, k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, K, S, D)
+        if self.n_kv_head != self.n_head:
+            rep = self.n_head // self.n_kv_head
+            k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D)
+            v = v.repeat_interleave(rep, dim=1)  # (B, H, S, D)
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, H, T, D)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # mask (B, 1, T, S) bool
+        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, C)
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        C, I = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(C, I, bias=False)
+        self.up_proj = nn.Linear(C, I, bias=False)
+        self.down_proj = nn.Linear(I, C, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, I) -> (B, T, C)
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.self_attn = Attention(config, layer_idx)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cos, sin, attn_mask=None, kv_cache=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, kv_cache)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class LlamaBody(nn.Module):
+    """Embeddings, the stack of blocks and the final norm (HF's ``LlamaModel``, named ``model``)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rotary_emb = RotaryEmbedding(config)
+
+
+class Transformer(nn.Module):
+    """Decoder-only LM: ``model(input_ids) -> logits (B, T, V)``."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.model = LlamaBody(config)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
+        if config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, initializer_range) everywhere; residual output projections scaled by
+        1/sqrt(2 * layers) (GPT-2) so the residual stream's variance does not grow with depth."""
+        std = self.config.initializer_range
+        out_std = std / math.sqrt(2 * self.config.num_hidden_layers)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p)  # RMSNorm gains
+            elif name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, 0.0, out_std)
+            else:
+                nn.init.normal_(p, 0.0, std)
+
+    def hidden_states(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None):
+        """Final normalised hidden states (B, T, C); reward/value heads read these."""
+        B, T = input_ids.shape
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
+        x = self.model.embed_tokens(input_ids)  # (B, T, C)
+        cos, sin = self.model.rotary_emb(position_ids, x.dtype)  # (B, T, D) each
+        for layer in self.model.layers:
+            x = layer(x, cos, sin, attn_mask, kv_cache)
+        return self.model.norm(x)
+
+    def forward(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None, last_only: bool = False):
+        """Logits (B, T, V), or (B, 1, V) for the last position only when ``last_only``.
+
+        ``attn_mask`` (B, 1, T, S) bool, True where attention is allowed, replaces the causal mask
+        (needed with a KV cache or padded rows). ``kv_cache`` follows :class:`KVCacheLike`.
+        """
+        h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache)
+        if last_only:
+            h = h[:, -1:]  # (B, 1, C)
+        return self.lm_head(h)
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if not include_embeddings:
+            n -= self.model.embed_tokens.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int) -> float:
+        """Training FLOPs per token (forward + backward): 6N plus attention, as in PaLM's appendix."""
+        c = self.config
+        n = self.num_params(include_embeddings=False)
+        if c.tie_word_embeddings:
+            n += self.lm_head.weight.numel()  # the tied head still does a matmul per token
+        return 6 * n + 12 * c.num_hidden_layers * c.hidden_size * seq_len
