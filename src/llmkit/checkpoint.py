@@ -174,6 +174,40 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
     return model
 
 
+def load_model_weights(model: torch.nn.Module, directory: Path) -> None:
+    """Load ``model.safetensors`` from ``directory`` into an existing model of the same shape."""
+    path = Path(directory) / "model.safetensors"
+    try:
+        sd = load_file(str(path), device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({e}); the checkpoint is corrupt") from None
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    missing = [k for k in missing if not (model.config.tie_word_embeddings and k == "lm_head.weight")]
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: weights do not match this model (missing {missing[:3]}, "
+                              f"unexpected {unexpected[:3]}); was the config changed since it was written?")
+
+
+def publish_model(stage_dir: Path, model: torch.nn.Module, tokenizer=None, generation: dict | None = None,
+                  extra_config: dict | None = None) -> None:
+    """Put the final model files directly in ``stage_dir`` (beside checkpoints/, metrics.jsonl).
+
+    Files are written to a temporary directory and renamed in one by one, ``config.json`` last, so
+    a ``stage_dir`` with a ``config.json`` always has the matching weights.
+    """
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=stage_dir, prefix=f".publish.tmp-{os.getpid()}-"))
+    try:
+        write_model_files(tmp, model, tokenizer, generation, extra_config)
+        _fsync_dir_files(tmp)
+        (stage_dir / "config.json").unlink(missing_ok=True)  # incomplete until the new one lands
+        for p in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
+            os.replace(p, stage_dir / p.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def load_trainer_state(directory: Path) -> dict | None:
     """The resumable state saved beside a checkpoint, loaded without executing pickled code."""
     path = Path(directory) / TRAINER_STATE

@@ -364,3 +364,41 @@ def resolve(preset: str = "cpu-tiny", overrides: list[str] | None = None,
 def build_section(cls, values: dict[str, Any], where: str):
     """Public wrapper of the validated dataclass builder (for stage-specific configs)."""
     return _build(cls, values, where)
+
+
+def field_docs() -> list[tuple[str, str, str]]:
+    """(``section.field``, default, description) for every RunConfig field.
+
+    Descriptions are the attribute docstrings in this file, so ``--help`` and the defaults come
+    from one place and cannot drift apart.
+    """
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(__import__(__name__, fromlist=["_"])))
+    docs: dict[tuple[str, str], str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            body = node.body
+            for a, b in zip(body, body[1:] + [None]):
+                if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name):
+                    text = ""
+                    if isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant) \
+                            and isinstance(b.value.value, str):
+                        text = " ".join(b.value.value.split())
+                    docs[(node.name, a.target.id)] = text
+    out = []
+    run = RunConfig()
+    for section in ("data", "tokenizer", "model", "train", "sample"):
+        obj = getattr(run, section)
+        for f in fields(obj):
+            out.append((f"{section}.{f.name}", repr(getattr(obj, f.name)), docs.get((type(obj).__name__, f.name), "")))
+    return out
+
+
+def overrides_help() -> str:
+    """Epilog for verbs that take ``section.field=value`` overrides."""
+    lines = ["config fields (override with section.field=value; defaults before the preset applies):"]
+    for name, default, doc in field_docs():
+        lines.append(f"  {name} = {default}" + (f"\n      {doc}" if doc else ""))
+    return "\n".join(lines)

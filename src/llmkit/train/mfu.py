@@ -1,0 +1,37 @@
+"""Model FLOPs utilisation against the machine's *measured* matmul peak.
+
+Vendor peaks mean little on a laptop CPU, so the denominator is measured here: the best
+throughput of square matmuls in the training dtype on the training device.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=None)
+def measure_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024,
+                       seconds: float = 0.5) -> float:
+    """Best observed FLOP/s of an (n, n) @ (n, n) matmul over about ``seconds``."""
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    b = torch.randn(n, n, device=dev, dtype=dtype)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    a @ b
+    sync()
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        sync()
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t))
+    return best

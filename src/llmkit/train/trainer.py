@@ -1,0 +1,333 @@
+"""The one training loop. Every stage (pretrain, SFT, reward, DPO, PPO, GRPO, distillation) plugs in
+a :class:`Task` (data + loss + evaluation) and reuses everything else here: optimizers and
+schedule, gradient accumulation, mixed precision, clipping, DDP, evaluation, atomic checkpoints,
+exact resume, progress, ``metrics.jsonl`` and the loss plot.
+
+Exact resume rests on three rules: a batch is a pure function of (seed, step, micro-batch index),
+so the data position is just the step; all RNG states travel in ``trainer_state.pt``; and
+``metrics.jsonl`` is cut back to the resumed step. A run killed at any moment and resumed reaches
+bitwise the same weights on CPU as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from llmkit.checkpoint import CheckpointManager, load_trainer_state, publish_model
+from llmkit.config import TrainConfig
+from llmkit.train import distributed
+from llmkit.train.mfu import measure_peak_flops
+from llmkit.train.optim import build_optimizers, lr_factor, set_lr
+
+TRAINER_STATE_VERSION = 1
+
+
+class Task(Protocol):
+    """What a stage supplies to the loop.
+
+    ``batch(step, index, total)`` returns micro-batch ``index`` of ``total`` (= grad_accum x world
+    size) for optimizer step ``step``: a dict of tensors with a ``count`` entry (tokens, pairs, ...)
+    that the loss is normalised by. It must be a pure function of its arguments.
+    ``loss(model, batch)`` returns (sum of per-item losses, extra metrics).
+    ``evaluate(model)`` returns validation metrics (may shard its work by ``dist`` rank).
+    ``tokens(batch)`` is the number of tokens processed, for throughput.
+    """
+
+    def batch(self, step: int, index: int, total: int) -> dict[str, Any]: ...
+
+    def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def evaluate(self, model: nn.Module, info: distributed.DistInfo) -> dict[str, float]: ...
+
+    def tokens(self, batch: dict[str, Any]) -> int: ...
+
+
+def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
+    """The autocast dtype. ``auto``: bf16 on CUDA with bf16 support; on CPU, bf16 only when this
+    machine's measured bf16 matmul peak beats fp32 by 1.3x or more (true on CPUs with AVX512-BF16
+    or AMX, false on most others); fp32 otherwise. Master weights and optimizer state stay fp32."""
+    if requested == "bf16":
+        return torch.bfloat16
+    if requested == "fp32":
+        return torch.float32
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if device.type == "cpu":
+        fast = measure_peak_flops("cpu", torch.bfloat16) >= 1.3 * measure_peak_flops("cpu", torch.float32)
+        return torch.bfloat16 if fast else torch.float32
+    return torch.float32
+
+
+@dataclass
+class TrainResult:
+    step: int
+    metrics: list[dict] = field(default_factory=list)
+    final_eval: dict[str, float] = field(default_factory=dict)
+    tokens_per_s: float = 0.0
+    mfu: float = 0.0
+    elapsed_s: float = 0.0
+
+
+class Trainer:
+    """Runs ``task`` on ``model`` for ``cfg.max_steps`` steps, writing into ``out_dir``:
+
+    ``checkpoints/step_*/`` (resumable), ``metrics.jsonl``, ``loss.png`` and, at the end, the final
+    Hugging Face model files directly in ``out_dir``.
+    """
+
+    def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, tokenizer=None,
+                 extra_config: dict | None = None, on_log: Callable[[dict], None] | None = None):
+        cfg.validate()
+        self.cfg = cfg
+        self.task = task
+        self.out_dir = Path(out_dir)
+        self.tokenizer = tokenizer
+        self.extra_config = extra_config or {}
+        self.on_log = on_log
+        self.info = distributed.setup(cfg.device)
+        self.device = self.info.device
+        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        self.raw_model = model.to(self.device)
+        self.model = self.raw_model
+        if self.info.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DDP(self.model, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+        self.optimizers = build_optimizers(self.raw_model, cfg)
+        self.ckpts = CheckpointManager(self.out_dir / "checkpoints", keep_last=cfg.keep_last)
+        self.metrics_path = self.out_dir / "metrics.jsonl"
+        self.step = 0
+
+    # ---- state -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "version": TRAINER_STATE_VERSION,
+            "step": self.step,
+            "optimizers": [opt.state_dict() for opt in self.optimizers],
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+                "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+                "numpy_pos": int(np.random.get_state()[2]),
+            },
+            "data_position": {"step": self.step},
+            "train_config": {k: v for k, v in vars(self.cfg).items()},
+        }
+
+    def _load_state(self, path: Path) -> None:
+        from llmkit.checkpoint import load_model_weights
+
+        load_model_weights(self.raw_model, path)
+        state = load_trainer_state(path)
+        for opt, sd in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(sd)
+        self.step = int(state["step"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        random.setstate((3, tuple(rng["python"].tolist()), None))
+        np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+
+    def resume(self) -> bool:
+        """Load the latest complete checkpoint, if any, and cut ``metrics.jsonl`` back to it."""
+        latest = self.ckpts.latest()
+        if latest is None:
+            if self.info.is_main and self.metrics_path.exists():
+                self.metrics_path.unlink()
+            return False
+        self._load_state(latest)
+        if self.info.is_main and self.metrics_path.exists():
+            kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            from llmkit.checkpoint import atomic_write_text
+
+            atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+        return True
+
+    # ---- loop --------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def _log(self, row: dict) -> None:
+        if not self.info.is_main:
+            return
+        self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.metrics_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.on_log:
+            self.on_log(row)
+
+    def evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            out = self.task.evaluate(self.raw_model, self.info)
+        self.model.train()
+        return out
+
+    def _save(self) -> None:
+        if self.info.is_main:
+            self.ckpts.save(self.step, self.raw_model, self.tokenizer, self._state(),
+                            extra_config=self.extra_config)
+        distributed.barrier(self.info)
+
+    def train_step(self) -> dict[str, float]:
+        """One optimizer step: accumulate micro-batches, clip, update. Returns step metrics."""
+        cfg, info = self.cfg, self.info
+        total = cfg.grad_accum * info.world_size
+        batches = [self.task.batch(self.step, m * info.world_size + info.rank, total)
+                   for m in range(cfg.grad_accum)]
+        count = torch.tensor(float(sum(float(b["count"]) for b in batches)), device=self.device)
+        count = distributed.all_reduce_sum(count, info)  # global normaliser: exact token-weighted mean
+        set_lr(self.optimizers, lr_factor(self.step, cfg))
+        loss_sum = torch.zeros((), device=self.device)
+        extra: dict[str, float] = {}
+        tokens = 0
+        for m, batch in enumerate(batches):
+            sync = m == len(batches) - 1 or not info.enabled
+            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
+            with ctx:
+                with self._autocast():
+                    loss, more = self.task.loss(self.model, batch)
+                (loss * info.world_size / count).backward()
+            loss_sum += loss.detach().float()
+            tokens += self.task.tokens(batch)
+            for k, v in more.items():
+                extra[k] = extra.get(k, 0.0) + float(v) / len(batches)
+        grad_norm = nn.utils.clip_grad_norm_(self.raw_model.parameters(),
+                                             cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        for opt in self.optimizers:
+            opt.step()
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss_sum = distributed.all_reduce_sum(loss_sum, info)
+        _nan_guard((loss_sum / count).item(), f"step {self.step + 1}")
+        self.step += 1
+        return {"loss": (loss_sum / count).item(), "grad_norm": float(grad_norm),
+                "lr": self.optimizers[0].param_groups[0]["lr"], "tokens": tokens * info.world_size, **extra}
+
+    def fit(self) -> TrainResult:
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg.seed)
+        resumed = self.resume()
+        self.model.train()
+        flops_per_token = getattr(self.raw_model, "flops_per_token", lambda t: 0.0)(cfg.seq_len)
+        peak = measure_peak_flops(str(self.device), self.dtype) * info.world_size
+        result = TrainResult(step=self.step)
+        if info.is_main and resumed:
+            print(f"resumed from step {self.step} ({self.ckpts.latest()})", file=sys.stderr)
+        bar = _Progress(cfg.max_steps, self.step, enabled=info.is_main)
+        t_start = time.perf_counter()
+        tok_total, t_train = 0, 0.0
+        window_tokens, window_t = 0, time.perf_counter()
+        last_eval: dict[str, float] = {}
+        while self.step < cfg.max_steps:
+            t0 = time.perf_counter()
+            row = self.train_step()
+            dt = time.perf_counter() - t0
+            t_train += dt
+            tok_total += row["tokens"]
+            window_tokens += row["tokens"]
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                now = time.perf_counter()
+                tps = window_tokens / max(now - window_t, 1e-9)
+                window_tokens, window_t = 0, now
+                row.update(step=self.step, tokens_per_s=tps, mfu=tps * flops_per_token / peak if peak else 0.0,
+                           elapsed_s=now - t_start)
+                self._log(row)
+                bar.update(self.step, row)
+            else:
+                bar.update(self.step, None)
+            if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):
+                last_eval = self.evaluate()
+                self._log({"step": self.step, **last_eval})
+                bar.note(last_eval)
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
+                self._save()
+            if cfg.time_budget_s and time.perf_counter() - t_start > cfg.time_budget_s:
+                if self.step % cfg.ckpt_every:
+                    self._save()
+                break
+        bar.close()
+        if not last_eval or (cfg.eval_every and self.step % cfg.eval_every):
+            last_eval = self.evaluate()
+            self._log({"step": self.step, **last_eval})
+        if info.is_main:
+            publish_model(self.out_dir, self.raw_model, self.tokenizer, extra_config=self.extra_config)
+            from llmkit.report import plot_metrics
+
+            plot_metrics(self.metrics_path, self.out_dir / "loss.png")
+        distributed.barrier(info)
+        result.step = self.step
+        result.final_eval = last_eval
+        result.elapsed_s = time.perf_counter() - t_start
+        result.tokens_per_s = tok_total / t_train if t_train else 0.0
+        result.mfu = result.tokens_per_s * flops_per_token / peak if peak else 0.0
+        return result
+
+
+class _Progress:
+    """tqdm on a terminal; one plain line per logged step otherwise (CI logs stay readable)."""
+
+    def __init__(self, total: int, start: int, enabled: bool):
+        self.enabled = enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.bar = None
+        if self.tty:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.last = start
+        self.extra = ""
+
+    def update(self, step: int, row: dict | None) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(step - self.last)
+        self.last = step
+        if row is None:
+            return
+        text = (f"loss {row['loss']:.4f} | {row['tokens_per_s']:,.0f} tok/s | mfu {100 * row['mfu']:.1f}%"
+                f"{self.extra}")
+        if self.bar is not None:
+            self.bar.set_postfix_str(text, refresh=False)
+        else:
+            print(f"step {step:>6} | {text} | lr {row['lr']:.2e}", file=sys.stderr, flush=True)
+
+    def note(self, metrics: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self.extra = "".join(f" | {k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k.startswith("val"))
+        if self.bar is None:
+            print("eval   " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
+                  file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _nan_guard(value: float, where: str) -> None:
+    if not math.isfinite(value):
+        from llmkit.errors import LLMKitError
+
+        raise LLMKitError(f"{where}: loss became {value}; lower train.lr or enable train.grad_clip")
