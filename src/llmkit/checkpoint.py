@@ -160,7 +160,12 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
         raise CheckpointError(f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt") from None
     if config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatch
+        first = str(e).split("size mismatch for ")[-1].split(":")[0]
+        raise CheckpointError(f"{directory / 'model.safetensors'}: weights do not match config.json "
+                              f"(shape of {first}); the checkpoint is corrupt or config.json was edited") from None
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
@@ -181,7 +186,10 @@ def load_model_weights(model: torch.nn.Module, directory: Path) -> None:
         sd = load_file(str(path), device=str(next(model.parameters()).device))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: cannot be read ({e}); the checkpoint is corrupt") from None
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError:
+        missing, unexpected = ["(shapes differ)"], []
     missing = [k for k in missing if not (model.config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match this model (missing {missing[:3]}, "

@@ -74,6 +74,9 @@ class ModelConfig:
     """``{"rope_type": "linear"|"dynamic"|"yarn", "factor": F, ...}`` as transformers writes it."""
     rms_norm_eps: float = 1e-5
     tie_word_embeddings: bool = True
+    """Share the input embedding matrix with the output head (saves V*C parameters)."""
+    attention_bias: bool = False
+    """Biases on the q/k/v projections (Qwen2-style); the checkpoint is then saved as Qwen2."""
     initializer_range: float = 0.02
     bos_token_id: int = 1
     eos_token_id: int = 2
@@ -112,6 +115,8 @@ class ModelConfig:
         h, i, L, v = self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.vocab_size
         kv = self.num_key_value_heads * self.head_dim
         per_layer = h * h * 2 + h * kv * 2 + 3 * h * i + 2 * h
+        if self.attention_bias:
+            per_layer += h + 2 * kv
         n = L * per_layer + h
         if include_embeddings:
             n += v * h * (1 if self.tie_word_embeddings else 2)
@@ -120,12 +125,12 @@ class ModelConfig:
     def to_hf_dict(self) -> dict[str, Any]:
         """The ``config.json`` of a Hugging Face ``LlamaForCausalLM`` with this shape."""
         d = dataclasses.asdict(self)
+        qwen2 = self.attention_bias  # Llama's attention_bias also biases o_proj; Qwen2's is q/k/v only
         d.update(
-            architectures=["LlamaForCausalLM"],
-            model_type="llama",
+            architectures=["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
+            model_type="qwen2" if qwen2 else "llama",
             head_dim=self.head_dim,
             hidden_act="silu",
-            attention_bias=False,
             attention_dropout=0.0,
             mlp_bias=False,
             pretraining_tp=1,
@@ -134,6 +139,8 @@ class ModelConfig:
         )
         if d["rope_scaling"] is None:
             d.pop("rope_scaling")
+        if qwen2:
+            d.update(use_sliding_window=False, sliding_window=None, max_window_layers=self.num_hidden_layers)
         return d
 
     @classmethod
@@ -144,6 +151,12 @@ class ModelConfig:
                               "(llmkit reads llama, qwen2 and mistral checkpoints)")
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
+        if d.get("model_type") == "qwen2":
+            kwargs["attention_bias"] = True
+        elif d.get("attention_bias"):
+            raise ConfigError(f"{source}: Llama attention_bias (biases on every projection) is not supported")
+        if d.get("mlp_bias"):
+            raise ConfigError(f"{source}: mlp_bias is not supported")
         missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
                    if k not in kwargs]
         if missing:

@@ -53,9 +53,10 @@ class Attention(nn.Module):
         self.n_kv_head = config.num_key_value_heads
         self.head_dim = config.head_dim
         C = config.hidden_size
-        self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=False)
-        self.k_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=False)
-        self.v_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=False)
+        bias = config.attention_bias
+        self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=bias)
+        self.k_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
+        self.v_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=False)
 
     def forward(self, x, cos, sin, attn_mask=None, kv_cache: KVCacheLike | None = None):
@@ -135,7 +136,9 @@ class Transformer(nn.Module):
         std = self.config.initializer_range
         out_std = std / math.sqrt(2 * self.config.num_hidden_layers)
         for name, p in self.named_parameters():
-            if p.dim() == 1:
+            if name.endswith(".bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 1:
                 nn.init.ones_(p)  # RMSNorm gains
             elif name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, 0.0, out_std)

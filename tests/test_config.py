@@ -1,0 +1,88 @@
+"""Presets, overrides and validation: every user mistake is one clear line."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from llmkit.config import ModelConfig, list_presets, resolve
+from llmkit.errors import ConfigError
+from llmkit.model.transformer import Transformer
+
+
+def test_presets_resolve_and_overrides_apply():
+    assert {"cpu-micro", "cpu-tiny", "cpu-small", "gpu-125m", "gpu-1b"} <= set(list_presets())
+    cfg = resolve("cpu-tiny", ["train.max_steps=7", "train.lr=1e-3", "data.sources=[a.txt, b.jsonl]",
+                               "model.tie_word_embeddings=false"])
+    assert cfg.train.max_steps == 7 and cfg.train.lr == 1e-3
+    assert cfg.data.sources == ["a.txt", "b.jsonl"]
+    assert cfg.model.tie_word_embeddings is False
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["train.max_stepz=3"], "unknown field 'max_stepz'"),
+    (["modle.hidden_size=3"], "unknown field 'modle'"),
+    (["model.hidden_size=100", "model.num_attention_heads=3"], "not divisible by model.num_attention_heads"),
+    (["model.num_key_value_heads=3"], "num_key_value_heads"),
+    (["train.max_steps=abc"], "train.max_steps must be int"),
+    (["train.optimizer=sgd"], "train.optimizer"),
+    (["train.max_steps"], "section.field=value"),
+    (["train.batch_size=0"], "train.batch_size must be positive"),
+])
+def test_bad_overrides_are_clear_errors(overrides, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve("cpu-micro", overrides)
+
+
+def test_unknown_preset_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of"):
+        resolve("nope")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hidden_size: [1\n")
+    with pytest.raises(ConfigError, match="bad.yaml:.*not valid YAML"):
+        resolve(str(bad))
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("model:\n  hiddn_size: 4\n")
+    with pytest.raises(ConfigError, match="model: unknown field 'hiddn_size'"):
+        resolve(str(wrong))
+
+
+def test_cli_prints_one_line_and_exits_2():
+    r = subprocess.run([sys.executable, "-m", "llmkit.cli", "pretrain", "--preset", "cpu-micro",
+                        "model.num_attention_heads=5"], capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_help_explains_every_config_field():
+    r = subprocess.run([sys.executable, "-m", "llmkit.cli", "speedrun", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0
+    for name in ("train.max_steps", "model.num_key_value_heads", "data.text_field", "tokenizer.vocab_size"):
+        assert name in r.stdout
+
+
+@pytest.mark.parametrize("preset,max_params,max_gib", [("gpu-125m", 150e6, 80), ("gpu-1b", 1.3e9, 80),
+                                                        ("cpu-small", 40e6, 8), ("cpu-tiny", 10e6, 4)])
+def test_presets_build_with_expected_size_and_fit_in_memory(preset, max_params, max_gib):
+    """Shape check on the meta device (no memory used) and a training-memory estimate:
+    fp32 weights + grads + AdamW (16 B/param) + bf16 activations with per-layer recompute off."""
+    cfg = resolve(preset)
+    with torch.device("meta"):
+        model = Transformer(cfg.model)
+    n = model.num_params()
+    assert n == cfg.model.num_params()
+    assert 0.5 * max_params < n < max_params
+    t, c = cfg.train, cfg.model
+    act_bytes = 2 * t.batch_size * t.seq_len * c.num_hidden_layers * (16 * c.hidden_size + 2 * c.intermediate_size)
+    logits_bytes = 4 * t.batch_size * t.seq_len * c.vocab_size * 2
+    total_gib = (16 * n + act_bytes + logits_bytes) / 2**30
+    assert total_gib < max_gib, f"{preset}: ~{total_gib:.1f} GiB per device"
+
+
+def test_model_config_hf_round_trip():
+    cfg = ModelConfig(hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
+                      rope_scaling={"rope_type": "linear", "factor": 2.0})
+    back = ModelConfig.from_hf_dict(cfg.to_hf_dict())
+    assert back == cfg
