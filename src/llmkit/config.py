@@ -51,7 +51,9 @@ class TokenizerConfig:
     """Byte-level BPE training."""
 
     vocab_size: int = 4096
+    """Vocabulary size including the 256 byte tokens and the special tokens."""
     min_frequency: int = 2
+    """A merge must occur at least this often in the training text."""
     max_train_chars: int = 0
     """Train the tokenizer on at most this many characters of the corpus (0 = all)."""
 
@@ -61,26 +63,37 @@ class ModelConfig:
     """A LLaMA-family decoder. Field names follow ``transformers.LlamaConfig``."""
 
     vocab_size: int = 4096
+    """Set from the tokenizer (rounded up to a multiple of 64) when pretraining."""
     hidden_size: int = 256
+    """Width of the residual stream."""
     intermediate_size: int = 0
     """SwiGLU width; 0 derives ``8/3 * hidden_size`` rounded up to a multiple of 64."""
     num_hidden_layers: int = 4
+    """Number of transformer blocks."""
     num_attention_heads: int = 4
+    """Query heads; must divide hidden_size (head_dim = hidden_size / heads)."""
     num_key_value_heads: int = 0
     """Grouped-query attention: 0 means as many as ``num_attention_heads`` (plain multi-head)."""
     max_position_embeddings: int = 256
+    """Trained context length in tokens."""
     rope_theta: float = 10000.0
+    """RoPE base; larger bases suit longer contexts."""
     rope_scaling: dict | None = None
     """``{"rope_type": "linear"|"dynamic"|"yarn", "factor": F, ...}`` as transformers writes it."""
     rms_norm_eps: float = 1e-5
+    """Epsilon inside RMSNorm."""
     tie_word_embeddings: bool = True
     """Share the input embedding matrix with the output head (saves V*C parameters)."""
     attention_bias: bool = False
     """Biases on the q/k/v projections (Qwen2-style); the checkpoint is then saved as Qwen2."""
     initializer_range: float = 0.02
+    """Standard deviation of the normal initialisation."""
     bos_token_id: int = 1
+    """Set from the tokenizer."""
     eos_token_id: int = 2
+    """Set from the tokenizer."""
     pad_token_id: int = 0
+    """Set from the tokenizer."""
 
     def __post_init__(self):
         if self.intermediate_size <= 0:
@@ -180,35 +193,53 @@ class TrainConfig:
     """The one training loop's knobs (shared by every stage)."""
 
     max_steps: int = 1000
+    """Optimizer steps; the learning-rate schedule spans them."""
     batch_size: int = 16
     """Sequences per micro-batch per process."""
     grad_accum: int = 1
     """Micro-batches per optimizer step; global batch = batch_size * grad_accum * world_size."""
     seq_len: int = 256
+    """Tokens per training sequence (at most model.max_position_embeddings)."""
     optimizer: str = "adamw"
     """``adamw``, or ``muon`` (Muon for hidden matrices, AdamW for embeddings, head and norms)."""
     lr: float = 3e-3
+    """Peak AdamW learning rate."""
     muon_lr: float = 0.02
+    """Peak Muon learning rate (train.optimizer=muon)."""
     min_lr_ratio: float = 0.1
+    """The schedule decays to lr * min_lr_ratio."""
     warmup_steps: int = 50
+    """Linear warmup steps."""
     schedule: str = "cosine"
     """``cosine`` (warmup, cosine to min) or ``wsd`` (warmup, stable, linear decay at the end)."""
     decay_fraction: float = 0.2
     """For ``wsd``: fraction of steps spent decaying."""
     weight_decay: float = 0.1
+    """Decoupled weight decay on matrices (not on norms' gains)."""
     beta1: float = 0.9
+    """AdamW beta1."""
     beta2: float = 0.95
+    """AdamW beta2."""
     grad_clip: float = 1.0
+    """Clip the global gradient norm to this (0 = off)."""
     dtype: str = "auto"
     """``auto`` (bf16 autocast on CUDA, fp32 on CPU), ``fp32`` or ``bf16``."""
     compile: bool = False
+    """Wrap the model in torch.compile."""
     eval_every: int = 100
+    """Validate every N steps (0 = only at the end)."""
     eval_batches: int = 8
+    """Validation batches per evaluation and per held-out source."""
     ckpt_every: int = 200
+    """Write a resumable checkpoint every N steps (and at the end)."""
     keep_last: int = 2
+    """Resumable checkpoints to keep."""
     log_every: int = 10
+    """Log a metrics row every N steps."""
     seed: int = 1337
+    """Seed of the model initialisation and of the batch order."""
     device: str = "auto"
+    """auto (cuda, then mps, then cpu), or a torch device string."""
     time_budget_s: float = 0.0
     """Stop after this many seconds of training (0 = no limit); the schedule still uses max_steps."""
 
@@ -231,9 +262,13 @@ class SampleConfig:
     """Samples written to the report at the end of pretraining."""
 
     prompts: list[str] = field(default_factory=lambda: ["ROMEO:", "To be, or not"])
+    """Prompts sampled into the report after pretraining."""
     max_new_tokens: int = 120
+    """Tokens generated per sample."""
     temperature: float = 0.8
+    """Sampling temperature."""
     top_k: int = 50
+    """Sample among the k most likely tokens (0 = all)."""
 
 
 @dataclass
