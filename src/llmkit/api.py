@@ -33,6 +33,72 @@ class LoadedModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def engine(self):
+        """The :class:`~llmkit.infer.engine.Engine` behind generate/stream/chat (created once)."""
+        if self.__dict__.get("_engine") is None:
+            from llmkit.infer.engine import Engine
+
+            self.__dict__["_engine"] = Engine(self.model, self.tokenizer)
+        return self.__dict__["_engine"]
+
+    def generate(self, prompt_or_prompts, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, seed: int | None = None, *, return_ids: bool = False,
+                 return_logprobs: bool = False, **options):
+        """Continue a prompt (str, or a list of token ids) or a list of prompts.
+
+        Returns the generated text without the prompt: a str for one prompt, a list for a list.
+        With ``n=k`` each prompt gives a list of k texts. With ``return_ids`` / ``return_logprobs``
+        each text is replaced by a :class:`~llmkit.infer.engine.Completion` (``.text``,
+        ``.token_ids``, ``.logprobs``, ``.finish_reason``). Every other decoding option of
+        :class:`~llmkit.infer.sampling.SamplingParams` is accepted by name (``min_p``,
+        ``repetition_penalty``, ``stop``, ``num_beams``, ``logprobs`` ...); temperature=0 is greedy.
+        """
+        params = _params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         seed=seed, **options)
+        if return_logprobs and params.logprobs is None:
+            params.logprobs = 0
+        single = isinstance(prompt_or_prompts, str) or (
+            isinstance(prompt_or_prompts, (list, tuple)) and prompt_or_prompts
+            and all(isinstance(t, int) for t in prompt_or_prompts))
+        prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
+        results = self.engine.generate(prompts, params)
+        full = return_ids or return_logprobs
+        shaped = [[c if full else c.text for c in cs] for cs in results]
+        shaped = [cs[0] if params.n == 1 else cs for cs in shaped]
+        return shaped[0] if single else shaped
+
+    def stream(self, prompt, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, **options):
+        """Yield the continuation of one prompt as text deltas (whole characters; their
+        concatenation equals what ``generate`` returns for the same options and seed)."""
+        params = _params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                         seed=seed, **options)
+        for out in self.engine.stream(prompt, params):
+            if out.text:
+                yield out.text
+
+    def chat(self, messages: list[dict], stream: bool = False, **options):
+        """Answer a conversation (``[{"role": "user", "content": ...}, ...]``) through the
+        tokenizer's chat template; returns the reply text, or an iterator of deltas with
+        ``stream=True``. The template's end-of-turn token stops generation."""
+        from llmkit.infer.engine import chat_prompt_ids, chat_stop_ids
+
+        ids = chat_prompt_ids(self.tokenizer, messages)
+        options["stop_token_ids"] = list(options.get("stop_token_ids") or []) + chat_stop_ids(self.tokenizer)
+        if stream:
+            return self.stream(ids, **options)
+        return self.generate(ids, **options)
+
+
+def _params(**options):
+    from llmkit.infer.sampling import PARAM_NAMES, GenerationError, SamplingParams
+
+    unknown = [k for k in options if k not in PARAM_NAMES]
+    if unknown:
+        raise GenerationError(f"unknown decoding option {unknown[0]!r}; known: {', '.join(PARAM_NAMES)}")
+    return SamplingParams(**options).validate()
+
 
 def load(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
     """Load a checkpoint directory written by llmkit (or a local Llama/Qwen2/Mistral HF checkpoint)."""

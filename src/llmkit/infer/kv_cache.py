@@ -1,0 +1,89 @@
+"""A preallocated key/value cache with one row per sequence and per-row lengths.
+
+Layout: ``k[layer]`` and ``v[layer]`` are (B_max, K, S_max, D) tensors allocated once. Row ``b``
+holds its tokens in slots ``0 .. length_b - 1`` and the token in slot ``s`` has RoPE position
+``s``, so rows of different lengths share a batch without padding tokens in the cache: a row's
+stale slots beyond its length are never attended to, because the attention mask only admits
+keys at positions <= the query's position.
+
+The engine *binds* the cache before each forward (which rows, at which start slots, how many new
+tokens); attention then calls :meth:`update` once per layer, which writes the new keys in place
+and returns views (no copies) of the slots to attend to.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    def __init__(self, n_layers: int, max_batch: int, max_len: int, n_kv_heads: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str):
+        shape = (max_batch, n_kv_heads, max_len, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
+        self._rows = slice(0, 0)
+        self._start: int | None = 0  # one start slot shared by all bound rows, or None
+        self._slots: torch.Tensor | None = None  # (n, T) per-row write slots when starts differ
+        self._row_idx: torch.Tensor | None = None  # (n, 1)
+        self._end = 0  # attend to slots [0, end)
+
+    @property
+    def max_batch(self) -> int:
+        return self.k[0].size(0)
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].size(2)
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+
+    def bind(self, rows: slice, starts: list[int], n_new: int) -> None:
+        """Next forward writes ``n_new`` tokens for cache rows ``rows`` at slots ``starts[i] ..``."""
+        self._rows = rows
+        self._end = max(starts) + n_new
+        if all(s == starts[0] for s in starts):
+            self._start, self._slots = starts[0], None
+        else:
+            dev = self.k[0].device
+            st = torch.tensor(starts, device=dev)
+            self._start = None
+            self._slots = st[:, None] + torch.arange(n_new, device=dev)  # (n, T)
+            self._row_idx = torch.arange(len(starts), device=dev)[:, None]  # (n, 1)
+
+    def update(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (n, K, T, D) in place; return (n, K, S, D) views of everything to attend to."""
+        kc = self.k[layer_idx][self._rows]  # (n, K, S_max, D) view
+        vc = self.v[layer_idx][self._rows]
+        if self._start is not None:
+            s, T = self._start, k.size(2)
+            kc[:, :, s:s + T].copy_(k)
+            vc[:, :, s:s + T].copy_(v)
+        else:
+            kc[self._row_idx, :, self._slots] = k.transpose(1, 2)  # (n, T, K, D) into per-row slots
+            vc[self._row_idx, :, self._slots] = v.transpose(1, 2)
+        return kc[:, :, :self._end], vc[:, :, :self._end]
+
+    def copy_row(self, src: int, dst: int, length: int) -> None:
+        """Duplicate the first ``length`` slots of row ``src`` into row ``dst`` (prefix sharing,
+        compaction)."""
+        for t in self.k + self.v:
+            t[dst, :, :length].copy_(t[src, :, :length])
+
+    def reorder(self, rows: slice, index: torch.Tensor, length: int) -> None:
+        """Rows ``rows`` take the contents of rows ``rows.start + index`` (beam search)."""
+        for t in self.k + self.v:
+            block = t[rows, :, :length]
+            block.copy_(block.index_select(0, index))
+
+    def grow(self, max_batch: int, max_len: int) -> None:
+        """Reallocate to at least (max_batch, max_len), keeping the contents."""
+        B, S = max(max_batch, self.max_batch), max(max_len, self.max_len)
+        if (B, S) == (self.max_batch, self.max_len):
+            return
+        for lst in (self.k, self.v):
+            for i, t in enumerate(lst):
+                new = t.new_zeros((B, t.size(1), S, t.size(3)))
+                new[:t.size(0), :, :t.size(2)] = t
+                lst[i] = new
