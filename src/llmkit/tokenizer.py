@@ -1,0 +1,260 @@
+"""Byte-level BPE tokenizer: training, loading, saving in Hugging Face layout, chat template.
+
+Training and encoding are done by the Rust ``tokenizers`` library; this module only chooses the
+pipeline and keeps the files compatible with ``transformers.AutoTokenizer``:
+
+* **No normalizer** and a **byte-level** model, so every Unicode string round-trips exactly
+  (``decode(encode(s)) == s``): leading spaces, ``\\r\\n``, control characters, NUL, emoji and
+  combining marks all survive.
+* **Pre-tokenizer**: a GPT-4-like regex split, with two changes. Digits are split one by one, so a
+  number always tokenizes the same way whatever its neighbours (``2024`` is ``2 0 2 4``). CJK
+  characters (Han ideographs, kana, hangul) are split into short runs (:data:`CJK_RUN` characters),
+  because Chinese has no spaces: without this, a whole paragraph would be one pre-token and BPE
+  would learn paragraph-sized merges instead of reusable words. The run length was chosen by
+  measuring chars/token on Chinese (see docs/tokenizer.md).
+* **Special tokens** occupy ids 0..15 in the order of :data:`SPECIAL_TOKENS` (pad=0, bos=1, eos=2).
+  No post-processor: BOS/EOS are added by :meth:`Tokenizer.encode` only when asked, and
+  ``AutoTokenizer`` adds nothing, so both give the same ids.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer as _HFTokenizer
+
+from llmkit.errors import CheckpointError, ConfigError, DataError
+
+_NAMED_SPECIALS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>", "<|system|>", "<|user|>",
+                   "<|assistant|>", "<|end|>", "<|tool|>", "<|tool_result|>"]
+NUM_SPECIAL = 16
+SPECIAL_TOKENS: list[str] = _NAMED_SPECIALS + [f"<|reserved_{i}|>" for i in range(NUM_SPECIAL - len(_NAMED_SPECIALS))]
+PAD, BOS, EOS, UNK = SPECIAL_TOKENS[:4]
+
+CJK_RUN = 1
+"""Longest run of consecutive CJK characters kept in one pre-token (measured in docs/tokenizer.md)."""
+
+_CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+
+# One line, no blocks that trim whitespace differently: renders identically under jinja2 and under
+# transformers' own sandboxed environment (trim_blocks/lstrip_blocks).
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
+)
+
+
+def split_pattern(cjk_run: int = CJK_RUN) -> str:
+    """The pre-tokenizer regex (Oniguruma syntax, as used by ``tokenizers``).
+
+    GPT-4's pattern with letters excluding CJK, CJK in runs of at most ``cjk_run`` characters
+    (0 = unlimited, i.e. GPT-4 behaviour), and single digits.
+    """
+    cjk = f"[{_CJK}]" + ("+" if cjk_run <= 0 else ("" if cjk_run == 1 else f"{{1,{cjk_run}}}"))
+    return (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+            rf"|[^\r\n\p{{L}}\p{{N}}]?[\p{{L}}&&[^{_CJK}]]+"
+            rf"|{cjk}"
+            r"|\p{N}"
+            r"| ?[^\s\p{L}\p{N}]+[\r\n]*"
+            r"|\s*[\r\n]+"
+            r"|\s+(?!\S)"
+            r"|\s+")
+
+
+def _empty_tokenizer(cjk_run: int = CJK_RUN) -> _HFTokenizer:
+    tok = _HFTokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(split_pattern(cjk_run)), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes->printable-unicode map used by the ByteLevel pre-tokenizer."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(bs, cs)}
+
+
+class Tokenizer:
+    """A trained byte-level BPE tokenizer; ``inner`` is the ``tokenizers.Tokenizer``."""
+
+    def __init__(self, inner: _HFTokenizer, json_text: str | None = None, model_max_length: int = 1_000_000):
+        self.inner = inner
+        self._json = json_text if json_text is not None else inner.to_str()
+        self.model_max_length = model_max_length
+        """Written to tokenizer_config.json; set it to the model's context length before saving."""
+        self._special_ids = {i for i, t in inner.get_added_tokens_decoder().items() if t.special}
+
+    # ------------------------------------------------------------------ training, files
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
+              show_progress: bool = True, cjk_run: int = CJK_RUN) -> "Tokenizer":
+        """Train BPE on ``texts``. ``cjk_run`` exists for the benchmark that chose :data:`CJK_RUN`."""
+        need = 256 + len(SPECIAL_TOKENS)
+        if vocab_size < need:
+            raise ConfigError(f"tokenizer.vocab_size={vocab_size} is too small: needs at least {need} "
+                              f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
+        seen = {"chars": 0}
+
+        def counted():
+            for t in texts:
+                if t:
+                    seen["chars"] += len(t)
+                    yield t
+
+        inner = _empty_tokenizer(cjk_run)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
+            special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        inner.train_from_iterator(counted(), trainer=trainer)
+        if seen["chars"] == 0:
+            raise DataError("tokenizer training text is empty; give it a source with text")
+        return cls(inner)
+
+    @classmethod
+    def load(cls, path) -> "Tokenizer":
+        """Load ``tokenizer.json`` from a directory (or the file itself)."""
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() or not path.suffix else path
+        if not file.is_file():
+            raise CheckpointError(f"{file}: tokenizer not found; train one with `llmkit tokenizer train` "
+                                  "or point at a directory that has tokenizer.json")
+        try:
+            text = file.read_text(encoding="utf-8")
+            inner = _HFTokenizer.from_str(text)
+        except Exception as e:  # corrupt JSON or unknown components
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(f"{file}: not a valid tokenizer ({reason}); delete it and re-train") from None
+        max_len = 1_000_000
+        cfg = file.parent / "tokenizer_config.json"
+        if cfg.is_file():
+            try:
+                max_len = int(json.loads(cfg.read_text(encoding="utf-8")).get("model_max_length", max_len))
+            except (ValueError, TypeError, AttributeError):
+                pass
+        return cls(inner, json_text=text, model_max_length=max_len)
+
+    def save(self, directory) -> None:
+        """Write tokenizer.json and tokenizer_config.json (atomically) so that
+        ``transformers.AutoTokenizer.from_pretrained(directory)`` behaves exactly like this object."""
+        from llmkit.checkpoint import atomic_write_json, atomic_write_text
+
+        directory = Path(directory)
+        atomic_write_text(directory / "tokenizer.json", self._json)
+        atomic_write_json(directory / "tokenizer_config.json", self.hf_config())
+
+    def hf_config(self) -> dict:
+        """The ``tokenizer_config.json`` that makes ``PreTrainedTokenizerFast`` match us."""
+        return {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": UNK,
+            "add_bos_token": False, "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": self.model_max_length,
+            "chat_template": CHAT_TEMPLATE,
+        }
+
+    # ------------------------------------------------------------------ encode / decode
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        ids = self.inner.encode(text, add_special_tokens=False).ids
+        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+
+    def encode_batch(self, texts: list[str], bos: bool = False, eos: bool = False) -> list[list[int]]:
+        """Encode many texts in parallel (Rust threads; the GIL is released)."""
+        out = self.inner.encode_batch_fast(list(texts), add_special_tokens=False) \
+            if hasattr(self.inner, "encode_batch_fast") else self.inner.encode_batch(list(texts), add_special_tokens=False)
+        pre, post = ([self.bos_id] if bos else []), ([self.eos_id] if eos else [])
+        return [pre + e.ids + post for e in out]
+
+    def decode(self, ids, skip_special: bool = False) -> str:
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        return self.inner.decode([int(i) for i in ids], skip_special_tokens=skip_special)
+
+    def token_to_id(self, s) -> int | None:
+        return self.inner.token_to_id(s)
+
+    def id_to_token(self, i) -> str | None:
+        return self.inner.id_to_token(int(i))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.inner.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def pad_id(self) -> int:
+        return self.inner.token_to_id(PAD)
+
+    @property
+    def bos_id(self) -> int:
+        return self.inner.token_to_id(BOS)
+
+    @property
+    def eos_id(self) -> int:
+        return self.inner.token_to_id(EOS)
+
+    @property
+    def special_ids(self) -> set[int]:
+        return set(self._special_ids)
+
+    # ------------------------------------------------------------------ bytes, identity, chat
+    def token_byte_strings(self) -> list[bytes]:
+        """The raw UTF-8 bytes of every token id (``b""`` for special tokens)."""
+        dec = _byte_decoder()
+        out = []
+        for i in range(self.vocab_size):
+            piece = self.inner.id_to_token(i)
+            if i in self._special_ids or piece is None:
+                out.append(b"")
+            else:
+                out.append(bytes(dec[c] for c in piece))
+        return out
+
+    def token_bytes(self) -> torch.Tensor:
+        """int64 (vocab_size,): bytes each token stands for, 0 for specials. Summed over a text's
+        tokens this gives its UTF-8 length, which turns loss per token into bits per byte."""
+        return torch.tensor([len(b) for b in self.token_byte_strings()], dtype=torch.int64)
+
+    def fingerprint(self) -> str:
+        """First 16 hex digits of sha256(tokenizer.json): token shards record it so they are never
+        read with a different tokenizer."""
+        return hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        """Render ``messages`` with the same template and Jinja settings transformers uses."""
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(CHAT_TEMPLATE).render(
+            messages=messages, add_generation_prompt=add_generation_prompt,
+            bos_token=BOS, eos_token=EOS)
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint()})"
+
+
+def tokenizer_stats(tok: Tokenizer, texts: dict[str, str]) -> list[dict]:
+    """Compression per named text: chars, bytes, tokens, bytes/token, chars/token."""
+    rows = []
+    for name, text in texts.items():
+        n_tok = len(tok.encode(text))
+        n_bytes = len(text.encode("utf-8"))
+        rows.append({"name": name, "chars": len(text), "bytes": n_bytes, "tokens": n_tok,
+                     "bytes_per_token": n_bytes / max(n_tok, 1), "chars_per_token": len(text) / max(n_tok, 1)})
+    return rows
