@@ -134,18 +134,15 @@ class _TextStream:
 
 def token_byte_table(tokenizer) -> list[bytes]:
     """Bytes of every token id (special tokens -> b"", so they never appear in text)."""
-    specials = set()
-    inner = getattr(tokenizer, "inner", None)
-    if inner is not None and hasattr(inner, "get_added_tokens_decoder"):
-        specials = {i for i, t in inner.get_added_tokens_decoder().items() if getattr(t, "special", True)}
+    specials = set(getattr(tokenizer, "special_ids", ()) or ())
     for name in ("bos_id", "eos_id", "pad_id"):
         if getattr(tokenizer, name, None) is not None:
             specials.add(getattr(tokenizer, name))
-    if hasattr(tokenizer, "token_bytes"):
-        table = [bytes(b) for b in tokenizer.token_bytes()]
+    if hasattr(tokenizer, "token_byte_strings"):
+        table = list(tokenizer.token_byte_strings())
     else:  # a tokenizer without byte access: decode ids one by one (fine for non-byte-level vocabularies)
         table = [tokenizer.decode([i]).encode("utf-8") for i in range(tokenizer.vocab_size)]
-    return [b"" if i in specials else b for i, b in enumerate(table)]
+    return [b"" if i in specials else bytes(b) for i, b in enumerate(table)]
 
 
 class _Seq:
