@@ -238,3 +238,34 @@ def test_corpus_cleaning_helpers():
     gut = "header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nHAMLET\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicence"
     assert strip_gutenberg(gut) == "HAMLET\n"
     assert strip_gutenberg("no boilerplate\n") == "no boilerplate\n"
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_data_stats_and_shard(tmp_path, capsys):
+    from llmkit.cli import main
+    from llmkit.data.shards import TokenShards
+    from llmkit.tokenizer import Tokenizer
+
+    p = write_jsonl(tmp_path / "d.jsonl", [{"text": f"{EN[i % 3]} {ZH[i % 3]} {i}"} for i in range(60)] + ["oops"])
+    assert main(["data", "stats", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "60" in out and "skipped 1 malformed JSONL lines" in out
+    assert main(["data", "stats", str(p), "--strict"]) == 2
+    assert "d.jsonl:61: not a JSON object" in capsys.readouterr().err
+
+    Tokenizer.train(EN + ZH, vocab_size=300, show_progress=False).save(tmp_path / "tok")
+    assert main(["data", "shard", str(p), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "out"),
+                 "--val-fraction", "0.2"]) == 0
+    train, val = TokenShards(tmp_path / "out" / "train"), TokenShards(tmp_path / "out" / "val")
+    assert train.index["documents"] + val.index["documents"] == 60 and val.index["documents"] >= 1
+    assert (tmp_path / "out" / "stats.json").is_file()
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from llmkit.cli import main
+
+    assert main(["data", "stats", str(tmp_path / "missing.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "missing.txt" in err
+    assert main(["data", "fetch", "nope"]) == 2
+    assert "known corpora" in capsys.readouterr().err

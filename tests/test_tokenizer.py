@@ -190,3 +190,27 @@ def test_token_bytes_sum_to_utf8_length(tok, text):
     assert int(tb[:16].sum()) == 0
     assert int(tb[tok.encode(text, bos=True, eos=True)].sum()) == len(text.encode("utf-8"))
     assert b"".join(tok.token_byte_strings()[i] for i in tok.encode(text)) == text.encode("utf-8")
+
+
+# ---------------------------------------------------------------------- CLI
+def test_cli_train_stats_encode(tmp_path, capsys):
+    from llmkit.cli import main
+
+    (tmp_path / "corpus").mkdir()
+    for i, text in enumerate(corpus(600)):
+        (tmp_path / "corpus" / f"{i}.txt").write_text(text, encoding="utf-8")
+    assert main(["tokenizer", "train", str(tmp_path / "corpus"), "--out", str(tmp_path / "tok"),
+                 "--vocab-size", "400"]) == 0
+    assert "trained 400 tokens" in capsys.readouterr().out
+    assert main(["tokenizer", "stats", str(tmp_path / "tok")]) == 0
+    out = capsys.readouterr().out
+    assert all(lang in out for lang in ("English", "Chinese", "Mixed")) and "bytes/token" in out
+    (tmp_path / "zh.txt").write_text(ZH, encoding="utf-8")
+    assert main(["tokenizer", "stats", str(tmp_path / "tok"), "--text", str(tmp_path / "zh.txt")]) == 0
+    assert "zh.txt" in capsys.readouterr().out
+    assert main(["tokenizer", "encode", str(tmp_path / "tok"), "我们 2024"]) == 0
+    out = capsys.readouterr().out
+    assert "ids:" in out and "| 2 | 0 | 2 | 4" in out
+    assert main(["tokenizer", "train", str(tmp_path / "corpus"), "--out", str(tmp_path / "t2"),
+                 "--vocab-size", "100"]) == 2
+    assert "tokenizer.vocab_size=100 is too small" in capsys.readouterr().err

@@ -79,7 +79,8 @@ def _decode(raw: bytes, stats: SourceStats) -> tuple[str, int]:
 
 
 # ---------------------------------------------------------------------- single files
-def _read_text_file(path: Path, stats: SourceStats) -> str:
+def read_text_file(path: Path, stats: SourceStats) -> str:
+    """A whole file as text (leading BOM dropped); invalid UTF-8 replaced and counted in ``stats``."""
     text, bad = _decode(path.read_bytes(), stats)
     if bad:
         stats.invalid_utf8_files += 1
@@ -160,7 +161,7 @@ def _iter_file(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str]
     elif suffix == ".parquet":
         yield from _iter_parquet(path, cfg, stats)
     else:
-        text = _read_text_file(path, stats)
+        text = read_text_file(path, stats)
         if text:
             yield text
 
