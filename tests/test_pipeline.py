@@ -1,0 +1,114 @@
+"""End to end: the cpu-micro speedrun, resume of a finished run, and bad input through the CLI."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import llmkit
+
+
+def cli(*args, cwd=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "llmkit.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout)
+
+
+def one_line_error(r, *needles):
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def micro_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "micro"
+    r = cli("speedrun", "--preset", "cpu-micro", "--run-dir", run_dir)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run_dir, r
+
+
+@pytest.mark.slow
+def test_cpu_micro_speedrun_end_to_end(micro_run):
+    run_dir, r = micro_run
+    for rel in ("config.yaml", "tokenizer/tokenizer.json", "data/train/index.json", "data/stats.json",
+                "base/config.json", "base/model.safetensors", "base/metrics.jsonl", "base/loss.png",
+                "base/samples.json", "report.md"):
+        assert (run_dir / rel).exists(), rel
+    report = (run_dir / "report.md").read_text()
+    for needle in ("val_bpb", "tokens/s", "ROMEO:", "loss.png"):
+        assert needle in report
+    rows = [json.loads(l) for l in (run_dir / "base" / "metrics.jsonl").read_text().splitlines()]
+    losses = [x["loss"] for x in rows if "loss" in x]
+    assert losses[-1] < losses[0]
+    lm = llmkit.load(run_dir / "base", device="cpu")
+    ids = lm.tokenizer.encode("ROMEO: 你好")
+    assert lm.tokenizer.decode(ids) == "ROMEO: 你好"
+    import torch
+
+    logits = lm.model(torch.tensor([ids]))
+    assert logits.shape == (1, len(ids), lm.config.vocab_size)
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_speedrun_skips_work(micro_run):
+    run_dir, _ = micro_run
+    before = (run_dir / "base" / "model.safetensors").stat().st_mtime_ns
+    r = cli("speedrun", "--preset", "cpu-micro", "--run-dir", run_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "skipping" in r.stderr
+    assert (run_dir / "base" / "model.safetensors").stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_run_dir_refuses_a_different_config(micro_run):
+    run_dir, _ = micro_run
+    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", run_dir, "model.hidden_size=32")
+    one_line_error(r, "different config", "model.hidden_size")
+
+
+def test_missing_source(tmp_path):
+    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", tmp_path / "r", f"data.sources=[{tmp_path}/nope.txt]")
+    one_line_error(r, "nope.txt")
+
+
+def test_empty_source(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", tmp_path / "r", f"data.sources=[{tmp_path}/empty.txt]")
+    one_line_error(r, "empty.txt")
+
+
+def test_corpus_smaller_than_one_sequence(tmp_path):
+    d = tmp_path / "small"
+    d.mkdir()
+    for i in range(4):
+        (d / f"{i}.txt").write_text(f"短文{i}. A tiny doc {i}.")
+    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", tmp_path / "r", f"data.sources=[{d}]",
+            "tokenizer.vocab_size=300")
+    one_line_error(r, "fewer than one sequence", "train.seq_len")
+
+
+def test_jsonl_without_text_field(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text("\n".join(json.dumps({"content": f"line {i} 内容"}) for i in range(50)))
+    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", tmp_path / "r", f"data.sources=[{p}]")
+    one_line_error(r, "d.jsonl", "text_field")
+
+
+def test_vocab_too_small(tmp_path):
+    d = tmp_path / "t.txt"
+    d.write_text("hello world 你好 " * 1000)
+    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", tmp_path / "r", f"data.sources=[{d}]",
+            "tokenizer.vocab_size=100")
+    one_line_error(r, "tokenizer.vocab_size")
+
+
+def test_sample_on_incomplete_checkpoint(tmp_path):
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "config.json").write_text("{}")
+    r = cli("sample", tmp_path / "ck", "--prompt", "hi")
+    one_line_error(r, "incomplete checkpoint")
