@@ -62,6 +62,10 @@ class LoadedModel:
             isinstance(prompt_or_prompts, (list, tuple)) and prompt_or_prompts
             and all(isinstance(t, int) for t in prompt_or_prompts))
         prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
+        if not prompts:
+            from llmkit.infer.sampling import GenerationError
+
+            raise GenerationError("empty prompt: give a prompt (or a non-empty list of prompts) to continue from")
         results = self.engine.generate(prompts, params)
         full = return_ids or return_logprobs
         shaped = [[c if full else c.text for c in cs] for cs in results]

@@ -227,6 +227,7 @@ class Engine:
         return ids
 
     # ------------------------------------------------------------------ the step API
+    @torch.inference_mode()
     def add(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
             seed_offset: int = 0) -> list[int]:
         """Queue a request; it is prefilled at the next :meth:`step`. Returns one sequence id per
@@ -280,6 +281,7 @@ class Engine:
             del self._pending[:size]
         return take
 
+    @torch.inference_mode()
     def remove(self, seq_id: int) -> None:
         """Cancel a sequence (running, queued or finished): its cache row is freed at once."""
         self._pending = [s for s in self._pending if s.id != seq_id]
@@ -339,6 +341,7 @@ class Engine:
         finally:
             self._abort_all()
 
+    @torch.inference_mode()
     def _abort_all(self) -> None:
         for s in self._rows:
             s.finished = True
