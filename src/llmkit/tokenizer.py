@@ -36,8 +36,10 @@ NUM_SPECIAL = 16
 SPECIAL_TOKENS: list[str] = _NAMED_SPECIALS + [f"<|reserved_{i}|>" for i in range(NUM_SPECIAL - len(_NAMED_SPECIALS))]
 PAD, BOS, EOS, UNK = SPECIAL_TOKENS[:4]
 
-CJK_RUN = 1
-"""Longest run of consecutive CJK characters kept in one pre-token (measured in docs/tokenizer.md)."""
+CJK_RUN = 2
+"""Longest run of consecutive CJK characters kept in one pre-token. Measured (docs/tokenizer.md):
+runs of 2 beat single characters on Chinese chars/token (+2% at 4k vocab, +9% at 16k), while
+longer runs add little compression and cost training time."""
 
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 
