@@ -145,8 +145,9 @@ def token_byte_table(tokenizer) -> list[bytes]:
     return [b"" if i in specials else bytes(b) for i, b in enumerate(table)]
 
 
-class _Seq:
-    """Internal state of one sequence (one prompt, one sample)."""
+class SeqState:
+    """One sequence being generated (one prompt, one sample): tokens, penalty state, text,
+    stopping. Made by :meth:`Engine.new_sequence`; the engine owns its cache row."""
 
     def __init__(self, seq_id: int, prompt: list[int], params: SamplingParams, pipe: LogitsPipeline,
                  stop_ids: set[int], max_total: int, seed: int | None, stream: _TextStream | None, device):
@@ -166,7 +167,7 @@ class _Seq:
         self.finished = False
         self.finish_reason: str | None = None
         self.logprobs: list[TokenLogprob] | None = [] if params.logprobs is not None else None
-        self.share_from: _Seq | None = None
+        self.share_from: SeqState | None = None
         self.seen = self.counts = None
         V = pipe.vocab_size
         if pipe.needs_seen:
@@ -174,6 +175,28 @@ class _Seq:
             self.seen[torch.tensor(prompt, device=device).clamp_(max=V - 1)] = True
         if pipe.needs_counts:
             self.counts = torch.zeros(V, dtype=torch.float32, device=device)
+
+    def push(self, tok: int, lp: TokenLogprob | None = None) -> StepOutput:
+        """Record a chosen token: update penalty state and text, apply the stopping rules."""
+        self.tokens.append(tok)
+        if lp is not None and self.logprobs is not None:
+            self.logprobs.append(lp)
+        if self.seen is not None:
+            self.seen[tok] = True
+        if self.counts is not None:
+            self.counts[tok] += 1
+        text = ""
+        if tok in self.stop_ids:
+            self.finished, self.finish_reason = True, "stop"
+        elif self.stream is not None:
+            text = self.stream.push(tok)
+            if self.stream.stopped:
+                self.finished, self.finish_reason = True, "stop"
+        if not self.finished and len(self.prompt) + len(self.tokens) >= self.max_total:
+            self.finished, self.finish_reason = True, "length"
+        if self.finished and self.stream is not None:
+            text += self.stream.finish()
+        return StepOutput(self.id, tok, text, self.finished, self.finish_reason, lp)
 
     def completion(self) -> Completion:
         return Completion(text=self.stream.text if self.stream else "", token_ids=list(self.tokens),
@@ -205,9 +228,9 @@ class Engine:
             self.eos_ids.add(tokenizer.eos_id)
         self._table = token_byte_table(tokenizer) if tokenizer is not None else None
         self.cache: KVCache | None = None
-        self._rows: list[_Seq] = []  # running sequences; cache row i holds self._rows[i]
-        self._pending: list[_Seq] = []  # added, not yet prefilled
-        self._done: dict[int, _Seq] = {}  # finished, result not yet collected
+        self._rows: list[SeqState] = []  # running sequences; cache row i holds self._rows[i]
+        self._pending: list[SeqState] = []  # added, not yet prefilled
+        self._done: dict[int, SeqState] = {}  # finished, result not yet collected
         self._ids = itertools.count()
 
     # ------------------------------------------------------------------ text <-> ids
@@ -236,22 +259,31 @@ class Engine:
         if params.num_beams > 1:
             raise GenerationError("beam search runs whole requests; use Engine.generate, not the step API")
         ids = self._fit_prompt(self.encode(prompt), params)
+        out, leader = [], None
+        for i in range(params.n):
+            seed = None if params.seed is None else params.seed + seed_offset + i
+            s = self.new_sequence(ids, params, seed)
+            s.share_from = leader
+            leader = leader or s
+            self._pending.append(s)
+            out.append(s.id)
+        return out
+
+    def new_sequence(self, ids: list[int], params: SamplingParams, seed: int | None = None) -> SeqState:
+        """A fresh :class:`SeqState` for prompt ``ids`` (already encoded and fitted), not yet
+        scheduled; speculative decoding drives one directly."""
         if params.stop and self._table is None:
             raise GenerationError("stop strings need a tokenizer; use stop_token_ids with an ids-only engine")
         stop_ids = set() if params.ignore_eos else set(self.eos_ids)
         stop_ids |= {int(t) for t in params.stop_token_ids}
         pipe = LogitsPipeline(params, self.vocab_size, sorted(stop_ids), self.device)
         max_total = min(self.context, len(ids) + params.max_new_tokens)
-        out, leader = [], None
-        for i in range(params.n):
-            seed = None if params.seed is None else params.seed + seed_offset + i
-            stream = _TextStream(self._table, params.stop) if self._table is not None else None
-            s = _Seq(next(self._ids), ids, params, pipe, stop_ids, max_total, seed, stream, self.device)
-            s.share_from = leader
-            leader = leader or s
-            self._pending.append(s)
-            out.append(s.id)
-        return out
+        stream = _TextStream(self._table, params.stop) if self._table is not None else None
+        return SeqState(next(self._ids), ids, params, pipe, stop_ids, max_total, seed, stream, self.device)
+
+    def fit_prompt(self, prompt: str | Sequence[int], params: SamplingParams) -> list[int]:
+        """Encode a prompt and apply the context rules (error, or left-truncation if asked)."""
+        return self._fit_prompt(self.encode(prompt), params)
 
     @torch.inference_mode()
     def step(self) -> list[StepOutput]:
@@ -267,10 +299,10 @@ class Engine:
         self._release_finished()
         return outs
 
-    def _admit(self, room: int) -> list[_Seq]:
+    def _admit(self, room: int) -> list[SeqState]:
         """Pop queued requests that fit in ``room`` rows, whole requests at a time (a request
         larger than max_batch is admitted alone into an empty batch)."""
-        take: list[_Seq] = []
+        take: list[SeqState] = []
         while self._pending:
             size = 1
             while size < len(self._pending) and self._pending[size].share_from is not None:
@@ -367,13 +399,13 @@ class Engine:
         elif rows > self.cache.max_batch or length > self.cache.max_len:
             self.cache.grow(max(rows, self.cache.max_batch), max(length, self.cache.max_len))
 
-    def _prefill(self, seqs: list[_Seq]) -> list[StepOutput]:
+    def _prefill(self, seqs: list[SeqState]) -> list[StepOutput]:
         """Prefill the leaders of ``seqs`` in right-padded batches; samples of a leader copy its
         cache row; every sequence draws its first token from the prompt's last logits."""
         leaders = [s for s in seqs if s.share_from is None]
         self._ensure_cache(len(self._rows) + len(seqs), max(s.max_total for s in seqs))
         logits_of: dict[int, torch.Tensor] = {}
-        chunk: list[_Seq] = []
+        chunk: list[SeqState] = []
         for s in leaders + [None]:
             if s is None and not chunk:
                 break
@@ -396,7 +428,7 @@ class Engine:
         stacked = torch.stack([logits_of[(s.share_from or s).id] for s in ordered])  # (m, V)
         return self._choose(ordered, stacked)
 
-    def _prefill_forward(self, chunk: list[_Seq]) -> torch.Tensor:
+    def _prefill_forward(self, chunk: list[SeqState]) -> torch.Tensor:
         r0, m = len(self._rows), len(chunk)
         lens = [len(s.prompt) for s in chunk]
         T = max(lens)
@@ -431,7 +463,7 @@ class Engine:
             s.cache_len += 1
         return self._choose(list(seqs), logits)
 
-    def _choose(self, seqs: list[_Seq], logits: torch.Tensor) -> list[StepOutput]:
+    def _choose(self, seqs: list[SeqState], logits: torch.Tensor) -> list[StepOutput]:
         """Process logits (n, V) per group of rows sharing params, pick tokens, update sequences."""
         groups: dict[int, list[int]] = {}
         for i, s in enumerate(seqs):
@@ -466,28 +498,7 @@ class Engine:
                 k = seqs[i].params.logprobs
                 top = list(zip(top_i[j, :k].tolist(), top_v[j, :k].tolist())) if k else []
                 lps[i] = TokenLogprob(toks[i], chosen_lp[j], top)
-        return [self._append(s, toks[i], lps.get(i)) for i, s in enumerate(seqs)]
-
-    def _append(self, s: _Seq, tok: int, lp: TokenLogprob | None) -> StepOutput:
-        s.tokens.append(tok)
-        if lp is not None:
-            s.logprobs.append(lp)
-        if s.seen is not None:
-            s.seen[tok] = True
-        if s.counts is not None:
-            s.counts[tok] += 1
-        text = ""
-        if tok in s.stop_ids:
-            s.finished, s.finish_reason = True, "stop"
-        elif s.stream is not None:
-            text = s.stream.push(tok)
-            if s.stream.stopped:
-                s.finished, s.finish_reason = True, "stop"
-        if not s.finished and len(s.prompt) + len(s.tokens) >= s.max_total:
-            s.finished, s.finish_reason = True, "length"
-        if s.finished and s.stream is not None:
-            text += s.stream.finish()
-        return StepOutput(s.id, tok, text, s.finished, s.finish_reason, lp)
+        return [s.push(toks[i], lps.get(i)) for i, s in enumerate(seqs)]
 
     def _release_finished(self, keep: bool = True) -> None:
         """Drop finished rows, moving the last running row into each hole (rows stay contiguous)."""
