@@ -9,6 +9,7 @@ import torch
 
 from llmkit.checkpoint import load_model
 from llmkit.config import ModelConfig
+from llmkit.infer.sampling import GenerationError
 
 
 def default_device() -> str:
@@ -42,9 +43,20 @@ class LoadedModel:
             self.__dict__["_engine"] = Engine(self.model, self.tokenizer)
         return self.__dict__["_engine"]
 
+    def speculative(self, draft=None, prompt_lookup: bool = False, num_draft_tokens: int = 4):
+        """A :class:`~llmkit.infer.speculative.SpeculativeDecoder` with this model as the target;
+        ``draft`` is a checkpoint path, a LoadedModel or a model (same tokenizer)."""
+        from llmkit.infer.speculative import SpeculativeDecoder
+
+        if isinstance(draft, (str, Path)):
+            draft = load(draft, device=str(self.device)).model
+        draft = getattr(draft, "model", draft) if isinstance(draft, LoadedModel) else draft
+        return SpeculativeDecoder(self.engine, draft, prompt_lookup=prompt_lookup, num_draft_tokens=num_draft_tokens)
+
     def generate(self, prompt_or_prompts, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, seed: int | None = None, *, return_ids: bool = False,
-                 return_logprobs: bool = False, **options):
+                 return_logprobs: bool = False, draft=None, prompt_lookup: bool = False,
+                 num_draft_tokens: int = 4, **options):
         """Continue a prompt (str, or a list of token ids) or a list of prompts.
 
         Returns the generated text without the prompt: a str for one prompt, a list for a list.
@@ -53,6 +65,8 @@ class LoadedModel:
         ``.token_ids``, ``.logprobs``, ``.finish_reason``). Every other decoding option of
         :class:`~llmkit.infer.sampling.SamplingParams` is accepted by name (``min_p``,
         ``repetition_penalty``, ``stop``, ``num_beams``, ``logprobs`` ...); temperature=0 is greedy.
+        ``draft`` (a smaller model with the same tokenizer) or ``prompt_lookup=True`` turns on
+        speculative decoding (prompts then run one at a time).
         """
         params = _params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          seed=seed, **options)
@@ -63,22 +77,31 @@ class LoadedModel:
             and all(isinstance(t, int) for t in prompt_or_prompts))
         prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
         if not prompts:
-            from llmkit.infer.sampling import GenerationError
-
             raise GenerationError("empty prompt: give a prompt (or a non-empty list of prompts) to continue from")
-        results = self.engine.generate(prompts, params)
+        if draft is not None or prompt_lookup:
+            spec = self.speculative(draft, prompt_lookup, num_draft_tokens)
+            if params.n != 1:
+                raise GenerationError("speculative decoding produces one sample per prompt: use n=1")
+            results = [[spec.generate(p, params.with_(seed=None if seed is None else seed + i))]
+                       for i, p in enumerate(prompts)]
+        else:
+            results = self.engine.generate(prompts, params)
         full = return_ids or return_logprobs
         shaped = [[c if full else c.text for c in cs] for cs in results]
         shaped = [cs[0] if params.n == 1 else cs for cs in shaped]
         return shaped[0] if single else shaped
 
     def stream(self, prompt, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None, **options):
+               top_p: float = 1.0, seed: int | None = None, *, draft=None, prompt_lookup: bool = False,
+               num_draft_tokens: int = 4, **options):
         """Yield the continuation of one prompt as text deltas (whole characters; their
         concatenation equals what ``generate`` returns for the same options and seed)."""
         params = _params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
                          seed=seed, **options)
-        for out in self.engine.stream(prompt, params):
+        source = self.engine
+        if draft is not None or prompt_lookup:
+            source = self.speculative(draft, prompt_lookup, num_draft_tokens)
+        for out in source.stream(prompt, params):
             if out.text:
                 yield out.text
 
@@ -96,7 +119,7 @@ class LoadedModel:
 
 
 def _params(**options):
-    from llmkit.infer.sampling import PARAM_NAMES, GenerationError, SamplingParams
+    from llmkit.infer.sampling import PARAM_NAMES, SamplingParams
 
     unknown = [k for k in options if k not in PARAM_NAMES]
     if unknown:
