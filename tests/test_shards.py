@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -96,3 +97,15 @@ def test_rewrite_replaces_atomically_and_failure_keeps_old(tok, tmp_path):
         write_shards(exploding(), tok, tmp_path / "s", show_progress=False)
     assert len(TokenShards(tmp_path / "s")) == len(expected_stream(tok, DOCS[:2]))  # old shards intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]                       # no temp leftovers
+
+
+def test_stale_temp_dirs_of_dead_writers_are_removed(tok, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    (tmp_path / f".s.tmp-{pid}-abc").mkdir()
+    (tmp_path / f".s.tmp-{os.getpid()}-live").mkdir()  # a live writer's (this process): kept
+    write_shards(DOCS, tok, tmp_path / "s", show_progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".s.tmp-{os.getpid()}-live", "s"]

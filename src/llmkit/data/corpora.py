@@ -53,6 +53,9 @@ def fetch_corpus(name: str, cache_dir: Path | None = None) -> list[Path]:
     final = cache_root(cache_dir) / "corpora" / name
     if not (final / "MANIFEST.json").is_file():
         final.parent.mkdir(parents=True, exist_ok=True)
+        from llmkit.data.shards import remove_stale_temps
+
+        remove_stale_temps(final.parent, name)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}.tmp-{os.getpid()}-"))
         try:
             work = tmp / ".work"

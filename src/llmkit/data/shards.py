@@ -80,6 +80,26 @@ class _ShardWriter:
             self.f = None
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(parent: Path, name: str) -> None:
+    """Delete ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>`` left by processes that were killed
+    mid-write (their pid is gone); directories of live writers are left alone."""
+    for p in Path(parent).glob(f".{name}.*"):
+        kind, _, rest = p.name[len(name) + 2:].partition("-")
+        pid = rest.split("-")[0]
+        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
 def write_shards(docs: Iterable[str], tok, out_dir: Path, source: str = "", shard_tokens: int = 50_000_000,
                  show_progress: bool = True) -> dict:
     """Tokenize ``docs`` into ``out_dir`` (replacing it atomically) and return the index."""
@@ -90,6 +110,7 @@ def write_shards(docs: Iterable[str], tok, out_dir: Path, source: str = "", shar
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.dtype(np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+    remove_stale_temps(out_dir.parent, out_dir.name)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
     try:
         writer = _ShardWriter(tmp, dtype, shard_tokens)
