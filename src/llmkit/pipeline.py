@@ -169,6 +169,7 @@ def run_pretrain(cfg: RunConfig, run_dir: Path):
     if cfg.model.max_position_embeddings < cfg.train.seq_len:
         raise ConfigError(f"train.seq_len={cfg.train.seq_len} exceeds model.max_position_embeddings="
                           f"{cfg.model.max_position_embeddings}; lower one or raise the other")
+    data.tokenizer.model_max_length = cfg.model.max_position_embeddings  # saved beside the model
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model)
     device = distributed.pick_device(cfg.train.device, info.local_rank)
