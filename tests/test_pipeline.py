@@ -40,7 +40,7 @@ def test_cpu_micro_speedrun_end_to_end(micro_run):
                 "base/samples.json", "report.md"):
         assert (run_dir / rel).exists(), rel
     report = (run_dir / "report.md").read_text()
-    for needle in ("val_bpb", "tokens/s", "ROMEO:", "loss.png"):
+    for needle in ("val_bpb", "tokens/s", "Romeo.", "loss.png"):
         assert needle in report
     rows = [json.loads(l) for l in (run_dir / "base" / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in rows if "loss" in x]

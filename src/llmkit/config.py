@@ -261,7 +261,7 @@ class TrainConfig:
 class SampleConfig:
     """Samples written to the report at the end of pretraining."""
 
-    prompts: list[str] = field(default_factory=lambda: ["ROMEO:", "To be, or not"])
+    prompts: list[str] = field(default_factory=lambda: ["Romeo.\n", "To be, or not"])
     """Prompts sampled into the report after pretraining."""
     max_new_tokens: int = 120
     """Tokens generated per sample."""

@@ -184,7 +184,8 @@ def run_pretrain(cfg: RunConfig, run_dir: Path):
                       extra_config={"llmkit_stage": "base"})
     result = trainer.fit()
     if info.is_main and result.step >= cfg.train.max_steps:
-        summary = {"step": result.step, "tokens_per_s": result.tokens_per_s, "mfu": result.mfu,
+        summary = {"step": result.step, "device": result.device, "dtype": result.dtype,
+                   "processes": info.world_size, "tokens_per_s": result.tokens_per_s, "mfu": result.mfu,
                    "train_seconds": result.elapsed_s, **result.final_eval}
         atomic_write_json(base / "train_summary.json", summary)
         (base / "DONE").write_text("complete\n")
@@ -226,7 +227,10 @@ def speedrun(cfg: RunConfig, run_dir: Path) -> Path:
         data_rows["bytes per token (train)"] = stats["train_bytes"] / max(1, stats["train_tokens"])
     for w in stats.get("warnings", []):
         data_rows[f"warning {len(data_rows)}"] = w
-    train_rows = {"steps": summary["step"], "tokens/s": summary["tokens_per_s"],
+    train_rows = {"steps": summary["step"],
+                  "device / autocast dtype / processes": f"{summary.get('device')} / {summary.get('dtype')} / "
+                                                         f"{summary.get('processes', 1)}",
+                  "tokens/s": summary["tokens_per_s"],
                   "MFU (vs measured matmul peak)": f"{100 * summary['mfu']:.1f}%",
                   "training time (s)": summary["train_seconds"]}
     train_rows.update({k: v for k, v in summary.items() if k.startswith("val_")})

@@ -78,6 +78,8 @@ class TrainResult:
     tokens_per_s: float = 0.0
     mfu: float = 0.0
     elapsed_s: float = 0.0
+    dtype: str = "float32"
+    device: str = "cpu"
 
 
 class Trainer:
@@ -281,6 +283,7 @@ class Trainer:
         result.elapsed_s = time.perf_counter() - t_start
         result.tokens_per_s = tok_total / t_train if t_train else 0.0
         result.mfu = result.tokens_per_s * flops_per_token / peak if peak else 0.0
+        result.dtype, result.device = str(self.dtype).removeprefix("torch."), str(self.device)
         return result
 
 
@@ -306,10 +309,9 @@ class _Progress:
         self.last = step
         if row is None:
             return
-        text = (f"loss {row['loss']:.4f} | {row['tokens_per_s']:,.0f} tok/s | mfu {100 * row['mfu']:.1f}%"
-                f"{self.extra}")
+        text = f"loss {row['loss']:.4f} | {row['tokens_per_s']:,.0f} tok/s | mfu {100 * row['mfu']:.1f}%"
         if self.bar is not None:
-            self.bar.set_postfix_str(text, refresh=False)
+            self.bar.set_postfix_str(text + self.extra, refresh=False)
         else:
             print(f"step {step:>6} | {text} | lr {row['lr']:.2e}", file=sys.stderr, flush=True)
 
