@@ -2,7 +2,7 @@
 
 Tokens are the UTF-8 bytes of real English and Chinese text, so no tokenizer is needed and the
 loss has something to learn. Usage: python train_driver.py OUT_DIR STEPS [key=value ...]
-Set SLOW_SAVE=1 to pause inside each checkpoint write (so a test can kill it there).
+Set SLOW_SAVE=<seconds> to pause inside the second checkpoint write (so a test can kill it there).
 """
 
 import os
@@ -58,11 +58,14 @@ def make(out_dir, steps, overrides=()):
 if __name__ == "__main__":
     if os.environ.get("SLOW_SAVE"):
         real = checkpoint.write_model_files
+        saves = []
 
         def slow(directory, *a, **k):
             real(directory, *a, **k)
+            saves.append(directory)
             print("SAVING", flush=True)
-            time.sleep(float(os.environ["SLOW_SAVE"]))
+            if len(saves) >= 2:  # the first checkpoint completes; the second hangs mid-write
+                time.sleep(float(os.environ["SLOW_SAVE"]))
 
         checkpoint.write_model_files = slow
     torch.set_num_threads(1)
