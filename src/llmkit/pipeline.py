@@ -119,13 +119,15 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
                     break
                 texts.append(d[:budget])
                 budget -= len(d)
-        tok = Tokenizer.train(texts, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency)
+        tok = Tokenizer.train(texts, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency,
+                              show_progress=sys.stderr.isatty())
         tok.save(tok_dir)
         say(f"tokenizer: {tok.vocab_size} tokens trained in {time.perf_counter() - t1:.1f}s -> {tok_dir}")
     tok = Tokenizer.load(tok_dir)
 
     t2 = time.perf_counter()
-    train_index = write_shards(train_docs, tok, train_dir, source=",".join(cfg.data.sources))
+    train_index = write_shards(train_docs, tok, train_dir, source=",".join(cfg.data.sources),
+                               show_progress=sys.stderr.isatty())
     val_sets = {}
     for name, docs in val_docs.items():
         write_shards(docs, tok, val_root / name, source=name, show_progress=False)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from llmkit.commands._common import add_run_args, resolve_run
 
 
@@ -19,7 +21,7 @@ def run(args) -> int:
 
     cfg, run_dir = resolve_run(args)
     result = run_pretrain(cfg, run_dir)
-    if result is not None and result.final_eval:
+    if result is not None and result.final_eval and os.environ.get("RANK", "0") == "0":
         say("pretrain: " + ", ".join(f"{k} {v:.4f}" for k, v in result.final_eval.items())
             + f", {result.tokens_per_s:,.0f} tok/s -> {run_dir / 'base'}")
     return 0
