@@ -112,3 +112,31 @@ def test_sample_on_incomplete_checkpoint(tmp_path):
     (tmp_path / "ck" / "config.json").write_text("{}")
     r = cli("sample", tmp_path / "ck", "--prompt", "hi")
     one_line_error(r, "incomplete checkpoint")
+
+
+def _corpus_lines(n=400):
+    return [f"Line {i}: the quick brown fox jumps over the lazy dog. 第{i}行：春眠不觉晓，处处闻啼鸟。" for i in range(n)]
+
+
+def test_malformed_jsonl_lines_are_skipped_and_counted_or_fatal_with_strict(tmp_path):
+    p = tmp_path / "d.jsonl"
+    lines = [json.dumps({"text": t}) for t in _corpus_lines()]
+    lines[6] = "{not json"
+    lines[20] = "[1, 2]"
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    common = ["--preset", "cpu-micro", f"data.sources=[{p}]", "data.max_documents=0", "train.max_steps=2", "train.seq_len=32",
+              "tokenizer.vocab_size=300"]
+    r = cli("pretrain", "--run-dir", tmp_path / "lenient", *common)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "2 malformed" in r.stderr and "d.jsonl:7" in r.stderr
+    r = cli("pretrain", "--run-dir", tmp_path / "strict", *common, "data.strict=true")
+    one_line_error(r, "d.jsonl:7")
+
+
+def test_invalid_utf8_is_replaced_and_counted(tmp_path):
+    p = tmp_path / "bad.txt"
+    p.write_bytes("\n".join(_corpus_lines()).encode("utf-8") + b"\xff\xfe broken \xc3(\n")
+    r = cli("pretrain", "--run-dir", tmp_path / "r", "--preset", "cpu-micro", f"data.sources=[{p}]",
+            "train.max_steps=2", "train.seq_len=32", "tokenizer.vocab_size=300")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "invalid UTF-8" in r.stderr
