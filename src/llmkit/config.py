@@ -41,7 +41,8 @@ class DataConfig:
     max_documents: int = 0
     """Read at most this many documents per source (0 = all); useful for streamed hub data."""
     streaming: bool = False
-    """Stream hub datasets instead of downloading them whole."""
+    """Never hold the corpus in memory: stream hub datasets and re-read every source on each pass
+    (for corpora larger than RAM)."""
     split: str = "train"
     """Split name for hub datasets."""
 

@@ -18,7 +18,6 @@ Layout of ``runs/<name>/``::
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -43,11 +42,6 @@ class PreparedData:
     train: object  # TokenShards
     val: dict  # source name -> TokenShards
     stats: dict
-
-
-def _source_label(source: str) -> str:
-    label = re.sub(r"[^0-9A-Za-z_.-]+", "_", Path(source.rstrip("/")).name or source).strip("_.")
-    return label or "source"
 
 
 def _diff(a, b, prefix=""):
@@ -76,7 +70,7 @@ def init_run_dir(cfg: RunConfig, run_dir: Path) -> None:
 def prepare_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
     """Corpus -> split -> tokenizer -> shards, each step skipped when already done."""
     from llmkit.data.shards import TokenShards, write_shards
-    from llmkit.data.sources import SourceStats, iter_documents, split_documents
+    from llmkit.data.splits import SplitCorpus
     from llmkit.tokenizer import Tokenizer
 
     tok_dir, train_dir, val_root = run_dir / "tokenizer", run_dir / "data" / "train", run_dir / "data" / "val"
@@ -88,56 +82,45 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
         return PreparedData(tok, TokenShards(train_dir, expect_tokenizer=tok.fingerprint()), val, stats)
 
     t0 = time.perf_counter()
-    train_docs: list[str] = []
-    val_docs: dict[str, list[str]] = {}
-    per_source = {}
-    warnings: list[str] = []
-    for source in cfg.data.sources:
-        st = SourceStats()
-        docs = list(iter_documents(source, cfg.data, st))
-        tr, va = split_documents(docs, cfg.data.val_fraction, seed=cfg.train.seed)
-        train_docs += tr
-        if va:
-            val_docs[_source_label(source)] = va
-        per_source[source] = {"documents": st.documents, "chars": st.chars, "bytes": st.bytes,
-                              "train_documents": len(tr), "val_documents": len(va)}
-        for w in st.warnings():
-            warnings.append(f"{source}: {w}")
-            say(f"warning: {source}: {w}")
-    if not train_docs:
-        raise DataError(f"data.sources={cfg.data.sources} gave no training documents; add text")
-    say(f"corpus: {sum(len(d) for d in train_docs):,} training chars in {len(train_docs):,} documents "
-        f"({time.perf_counter() - t0:.1f}s)")
-
+    corpus = SplitCorpus(cfg.data, cfg.train.seed)
     if not (tok_dir / "tokenizer.json").is_file():
-        t1 = time.perf_counter()
-        texts = train_docs
-        if cfg.tokenizer.max_train_chars:
-            texts, budget = [], cfg.tokenizer.max_train_chars
-            for d in train_docs:
-                if budget <= 0:
-                    break
-                texts.append(d[:budget])
-                budget -= len(d)
+        texts = _first_chars(corpus.train_documents(), cfg.tokenizer.max_train_chars)
         tok = Tokenizer.train(texts, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency,
                               show_progress=sys.stderr.isatty())
         tok.save(tok_dir)
-        say(f"tokenizer: {tok.vocab_size} tokens trained in {time.perf_counter() - t1:.1f}s -> {tok_dir}")
+        say(f"tokenizer: {tok.vocab_size} tokens trained in {time.perf_counter() - t0:.1f}s -> {tok_dir}")
     tok = Tokenizer.load(tok_dir)
 
-    t2 = time.perf_counter()
-    train_index = write_shards(train_docs, tok, train_dir, source=",".join(cfg.data.sources),
-                               show_progress=sys.stderr.isatty())
+    t1 = time.perf_counter()
+    train_index = write_shards(corpus.train_documents(collect_validation=True), tok, train_dir,
+                               source=",".join(cfg.data.sources), show_progress=sys.stderr.isatty())
+    for w in corpus.warnings():
+        say(f"warning: {w}")
+    if not train_index["tokens"]:
+        raise DataError(f"data.sources={cfg.data.sources} gave no training documents; add text")
     val_sets = {}
-    for name, docs in val_docs.items():
+    for name, docs in corpus.val.items():
         write_shards(docs, tok, val_root / name, source=name, show_progress=False)
         val_sets[name] = TokenShards(val_root / name, expect_tokenizer=tok.fingerprint())
-    say(f"shards: {train_index['tokens']:,} training tokens ({time.perf_counter() - t2:.1f}s)")
-    stats = {"sources": per_source, "warnings": warnings, "val_sets": list(val_sets),
+    say(f"shards: {train_index['tokens']:,} training tokens from {train_index['documents']:,} documents "
+        f"({time.perf_counter() - t1:.1f}s)")
+    stats = {"sources": corpus.summary(), "warnings": corpus.warnings(), "val_sets": list(val_sets),
              "train_tokens": train_index["tokens"], "train_bytes": train_index.get("bytes", 0),
              "val_tokens": {k: len(v) for k, v in val_sets.items()}}
     atomic_write_json(stats_path, stats)
     return PreparedData(tok, TokenShards(train_dir, expect_tokenizer=tok.fingerprint()), val_sets, stats)
+
+
+def _first_chars(docs, budget: int):
+    """The documents, cut off after ``budget`` characters in total (0 = no limit)."""
+    if not budget:
+        yield from docs
+        return
+    for doc in docs:
+        yield doc[:budget]
+        budget -= len(doc)
+        if budget <= 0:
+            return
 
 
 def _prepare_on_rank0(cfg: RunConfig, run_dir: Path, info: distributed.DistInfo) -> PreparedData:

@@ -308,6 +308,13 @@ def iter_documents(source: str, cfg: DataConfig, stats: SourceStats | None = Non
         raise DataError(f"{source} {what}; add text or remove it from data.sources")
 
 
+def split_key(doc: str, seed: int = 0) -> float:
+    """A document's stable position in [0, 1): documents with ``split_key < val_fraction`` are held
+    out. Usable one document at a time, so streamed corpora split exactly like in-memory ones."""
+    digest = hashlib.sha256(f"{seed}\0".encode() + doc.encode("utf-8", "replace")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
 def split_documents(docs: Iterable[str], val_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
     """Split into (train, val) by a stable hash of (seed, text), independent of order and of the
     process (unlike ``hash()``). Identical documents land on the same side, so duplicates never
@@ -316,9 +323,7 @@ def split_documents(docs: Iterable[str], val_fraction: float, seed: int = 0) -> 
     if not 0.0 <= val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction={val_fraction} must be in [0, 1)")
     docs = list(docs)
-    prefix = f"{seed}\0".encode()
-    keys = [int.from_bytes(hashlib.sha256(prefix + d.encode("utf-8", "replace")).digest()[:8], "big") / 2**64
-            for d in docs]
+    keys = [split_key(d, seed) for d in docs]
     is_val = [k < val_fraction for k in keys]
     if len(docs) >= 2 and val_fraction > 0:
         if not any(is_val):
