@@ -86,3 +86,25 @@ def test_model_config_hf_round_trip():
                       rope_scaling={"rope_type": "linear", "factor": 2.0})
     back = ModelConfig.from_hf_dict(cfg.to_hf_dict())
     assert back == cfg
+
+
+def test_every_cli_option_has_help():
+    import argparse
+
+    from llmkit.cli import build_parser
+
+    missing = []
+
+    def walk(parser, path):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, path + [name])
+            elif not action.help and action.dest != "help":
+                missing.append(f"{' '.join(path)} {action.option_strings or action.dest}")
+
+    walk(build_parser(), ["llmkit"])
+    assert not missing
+    verbs = {"data", "tokenizer", "pretrain", "sample", "speedrun", "generate", "chat"}
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert verbs <= set(sub.choices)
