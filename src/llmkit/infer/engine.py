@@ -83,6 +83,47 @@ def context_length(config) -> int:
     return config.max_position_embeddings
 
 
+@torch.no_grad()
+def prepare_for_inference(model) -> None:
+    """Re-lay a Transformer's weights for fast decoding: same values, no extra memory.
+
+    q/k/v become views of one (C, Nq+Nk+Nv) matrix and gate/up views of one (C, 2I) matrix, so
+    each block does 2 input matmuls instead of 5; the remaining projections (and the LM head) are
+    stored transposed. Decoding multiplies a few rows by each weight, and on CPU BLAS reads a
+    (C, N) row-major weight much faster than the (N, C) one ``nn.Linear`` keeps (measured in
+    docs/BENCHMARKS.md). Parameters stay usable for training: in-place updates write through the
+    views, and any new storage (``.to()``, a reassigned weight) silently disables the fused path.
+    """
+    from llmkit.model.transformer import MLP, Attention
+
+    for mod in model.modules():
+        if isinstance(mod, Attention) and (mod.fused is None or mod.fused[2] != mod.q_proj.weight.data_ptr()):
+            projs = (mod.q_proj, mod.k_proj, mod.v_proj)
+            w = torch.cat([p.weight for p in projs]).t().contiguous()  # (C, N)
+            b = torch.cat([p.bias for p in projs]) if projs[0].bias is not None else None  # (N,)
+            off = 0
+            for p in projs:
+                n = p.out_features
+                p.weight.data = w[:, off:off + n].t()  # (n, C) view
+                if b is not None:
+                    p.bias.data = b[off:off + n]
+                off += n
+            mod.fused = (w, b, mod.q_proj.weight.data_ptr())
+        elif isinstance(mod, MLP) and (mod.fused is None or mod.fused[1] != mod.gate_proj.weight.data_ptr()):
+            n = mod.gate_proj.out_features
+            w = torch.cat([mod.gate_proj.weight, mod.up_proj.weight]).t().contiguous()  # (C, 2I)
+            mod.gate_proj.weight.data, mod.up_proj.weight.data = w[:, :n].t(), w[:, n:].t()
+            mod.fused = (w, mod.gate_proj.weight.data_ptr())
+    for name in ("o_proj", "down_proj"):
+        for mod in model.modules():
+            lin = getattr(mod, name, None)
+            if isinstance(lin, torch.nn.Linear) and lin.weight.is_contiguous():
+                lin.weight.data = lin.weight.data.t().contiguous().t()
+    head = getattr(model, "lm_head", None)
+    if isinstance(head, torch.nn.Linear) and head.weight.is_contiguous():
+        head.weight.data = head.weight.data.t().contiguous().t()  # tied: the embedding shares it
+
+
 class _TextStream:
     """Token ids -> text deltas: whole UTF-8 characters only, stop strings cut and withheld."""
 
@@ -208,12 +249,15 @@ class Engine:
     """Generates from a :class:`~llmkit.model.transformer.Transformer` (and a tokenizer for text).
 
     ``max_batch`` bounds the sequences decoded together; ``prefill_tokens`` bounds the tokens of
-    one prefill forward (longer batches are split), which bounds activation memory.
+    one prefill forward (longer batches are split), which bounds activation memory. ``optimize``
+    applies :func:`prepare_for_inference` to the model (in place, same values).
     """
 
     def __init__(self, model, tokenizer=None, *, max_batch: int = 32, prefill_tokens: int = 8192,
-                 max_context: int | None = None, add_bos: bool = True):
+                 max_context: int | None = None, add_bos: bool = True, optimize: bool = True):
         self.model = model.eval()
+        if optimize and hasattr(model, "lm_head"):
+            prepare_for_inference(model)
         self.config = model.config
         self.tokenizer = tokenizer
         self.max_batch = max_batch

@@ -58,23 +58,28 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=False)
+        self.fused = None  # (W_qkv^T (C, N), bias, q_proj.weight.data_ptr()) set by infer.engine
 
     def forward(self, x, cos, sin, attn_mask=None, kv_cache: KVCacheLike | None = None):
         B, T, _ = x.shape
-        q = self.q_proj(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = self.k_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        v = self.v_proj(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        if self.fused is not None and self.fused[2] == self.q_proj.weight.data_ptr():
+            # inference fast path: one matmul for q, k, v (the projections' weights are views of it)
+            w, b, _ = self.fused
+            qkv = x @ w if b is None else torch.addmm(b, x.view(B * T, -1), w).view(B, T, -1)  # (B, T, N)
+            q, k, v = qkv.split((self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features), -1)
+        else:
+            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
         q, k = apply_rope(q, k, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, K, S, D)
-        if self.n_kv_head != self.n_head:
-            rep = self.n_head // self.n_kv_head
-            k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D)
-            v = v.repeat_interleave(rep, dim=1)  # (B, H, S, D)
+        gqa = self.n_kv_head != self.n_head  # SDPA shares each K/V head across H/K query heads
         if attn_mask is None:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)  # (B, H, T, D)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)  # (B, H, T, D)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)  # mask (B, 1, T, S) bool
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)  # mask (B, 1, T, S)
         y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, C)
         return self.o_proj(y)
 
@@ -88,9 +93,14 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(C, I, bias=False)
         self.up_proj = nn.Linear(C, I, bias=False)
         self.down_proj = nn.Linear(I, C, bias=False)
+        self.fused = None  # (W_gate_up^T (C, 2I), gate_proj.weight.data_ptr()) set by infer.engine
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, I) -> (B, T, C)
+        if self.fused is not None and self.fused[1] == self.gate_proj.weight.data_ptr():
+            gate, up = (x @ self.fused[0]).chunk(2, dim=-1)  # (B, T, I) each, one matmul
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(F.silu(gate) * up)  # (B, T, I) -> (B, T, C)
 
 
 class DecoderLayer(nn.Module):
