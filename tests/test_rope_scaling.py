@@ -61,3 +61,26 @@ def test_bad_scaling_is_a_config_error():
         rope_inv_freq(_cfg({"rope_type": "longrope", "factor": 2.0}))
     with pytest.raises(ConfigError, match="factor"):
         rope_inv_freq(_cfg({"rope_type": "linear", "factor": 0.5}))
+
+
+def test_scaling_set_at_inference_extends_the_engine_context(tmp_path):
+    from llmkit.model.rope import parse_rope_scaling, set_rope_scaling
+
+    torch.manual_seed(0)
+    model = Transformer(_cfg(None)).eval()
+    save_checkpoint(tmp_path / "ckpt", model)
+    ours = load_model(tmp_path / "ckpt")
+    set_rope_scaling(ours, parse_rope_scaling("yarn:4"))
+    assert context_length(ours.config) == 128
+    scaled = dict(ours.config.rope_scaling)
+    save_checkpoint(tmp_path / "scaled", ours)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "scaled").eval()
+    x = torch.randint(0, 128, (1, 100))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), hf(x).logits, atol=2e-5, rtol=0)
+    assert load_model(tmp_path / "scaled").config.rope_scaling == scaled
+    with pytest.raises(ConfigError, match="TYPE:FACTOR"):
+        parse_rope_scaling("yarn")
+    with pytest.raises(ConfigError):
+        set_rope_scaling(ours, {"rope_type": "weird", "factor": 2})
+    assert ours.config.rope_scaling == scaled  # unchanged on error

@@ -43,6 +43,14 @@ class LoadedModel:
             self.__dict__["_engine"] = Engine(self.model, self.tokenizer)
         return self.__dict__["_engine"]
 
+    def set_rope_scaling(self, scaling: dict | None) -> None:
+        """Read past the trained context: ``{"rope_type": "yarn"|"linear"|"dynamic"|"llama3",
+        "factor": F}`` (None = plain RoPE). The engine's context grows to factor x trained length."""
+        from llmkit.model.rope import set_rope_scaling
+
+        set_rope_scaling(self.model, scaling)
+        self.__dict__["_engine"] = None  # the context length changed
+
     def speculative(self, draft=None, prompt_lookup: bool = False, num_draft_tokens: int = 4):
         """A :class:`~llmkit.infer.speculative.SpeculativeDecoder` with this model as the target;
         ``draft`` is a checkpoint path, a LoadedModel or a model (same tokenizer)."""
@@ -127,11 +135,20 @@ def _params(**options):
     return SamplingParams(**options).validate()
 
 
-def load(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None) -> LoadedModel:
-    """Load a checkpoint directory written by llmkit (or a local Llama/Qwen2/Mistral HF checkpoint)."""
+def load(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
+         rope_scaling: dict | None = None) -> LoadedModel:
+    """Load a checkpoint directory written by llmkit (or a local Llama/Qwen2/Mistral HF checkpoint).
+
+    ``rope_scaling`` (``{"rope_type": "yarn", "factor": 4.0}``; linear, dynamic, yarn, llama3)
+    replaces the checkpoint's RoPE scaling, to read past the trained context.
+    """
     from llmkit.tokenizer import Tokenizer
 
     path = Path(path)
     model = load_model(path, device=device or default_device(), dtype=dtype)
+    if rope_scaling is not None:
+        from llmkit.model.rope import set_rope_scaling
+
+        set_rope_scaling(model, rope_scaling)
     tokenizer = Tokenizer.load(path)
     return LoadedModel(model=model, tokenizer=tokenizer, config=model.config, path=path)

@@ -108,6 +108,8 @@ def register(sub) -> None:
     p.add_argument("--num-draft-tokens", type=int, default=4, help="tokens proposed per speculative step")
     p.add_argument("--batch-size", type=int, default=32, help="sequences decoded together")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    p.add_argument("--rope-scaling", default=None, metavar="TYPE:FACTOR",
+                   help="read past the trained context: linear:F, dynamic:F, yarn:F or llama3:F")
     add_decoding_args(p, max_new_tokens=256, temperature=0.8, top_k=50)
     p.set_defaults(func=run)
 
@@ -143,6 +145,10 @@ def run(args) -> int:
     params = params_from_args(args)
     rows = [{"prompt": p} for p in args.prompt] if args.prompt else read_prompts(args.input)
     lm = llmkit.load(args.checkpoint, device=args.device)
+    if args.rope_scaling:
+        from llmkit.model.rope import parse_rope_scaling
+
+        lm.set_rope_scaling(parse_rope_scaling(args.rope_scaling))
     lm.engine.max_batch = args.batch_size
     prompts = [r["prompt"] for r in rows]
     if args.chat:

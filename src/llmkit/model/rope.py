@@ -132,3 +132,32 @@ def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.T
     """Rotate queries and keys. q: (B, Hq, T, d), k: (B, Hkv, T, d), cos/sin: (B, T, d)."""
     cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, d) broadcast over heads
     return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+def set_rope_scaling(model: nn.Module, scaling: dict | None) -> None:
+    """Change a loaded model's RoPE scaling at inference (e.g. ``{"rope_type": "yarn", "factor": 4}``
+    to read 4x past the trained context); ``None`` restores plain RoPE. The config is updated, so a
+    checkpoint saved afterwards records it in config.json as transformers expects."""
+    config = model.config
+    old = config.rope_scaling
+    config.rope_scaling = dict(scaling) if scaling else None
+    try:
+        rope_inv_freq(config)  # validate before touching the module
+    except ConfigError:
+        config.rope_scaling = old
+        raise
+    rotary = model.model.rotary_emb
+    device = rotary.inv_freq.device
+    rotary.__init__(config)
+    rotary.to(device)
+
+
+def parse_rope_scaling(text: str) -> dict | None:
+    """``"yarn:4"`` / ``"linear:2"`` / ``"dynamic:2"`` / ``"none"`` -> a ``rope_scaling`` dict."""
+    if text in ("", "none", "default"):
+        return None
+    kind, _, factor = text.partition(":")
+    try:
+        return {"rope_type": kind, "factor": float(factor)}
+    except ValueError:
+        raise ConfigError(f"--rope-scaling {text!r}: write TYPE:FACTOR, e.g. yarn:4 or linear:2") from None
