@@ -90,3 +90,17 @@ def test_draft_with_another_vocabulary_is_refused(target):
         SpeculativeDecoder(target, model(0, vocab=300))
     with pytest.raises(LLMKitError, match="draft model or prompt_lookup"):
         SpeculativeDecoder(target)
+
+
+def test_draft_checkpoint_with_another_tokenizer_is_refused(tmp_path):
+    import llmkit
+    from llmkit.checkpoint import save_checkpoint
+    from llmkit.tokenizer import Tokenizer
+
+    a = Tokenizer.train(["hello world " * 50], vocab_size=300, show_progress=False)
+    b = Tokenizer.train(["你好世界 goodbye " * 50], vocab_size=300, show_progress=False)
+    save_checkpoint(tmp_path / "target", model(0, vocab=320), tokenizer=a)
+    save_checkpoint(tmp_path / "draft", model(1, vocab=320, layers=1), tokenizer=b)
+    lm = llmkit.load(tmp_path / "target", device="cpu")
+    with pytest.raises(LLMKitError, match="different tokenizer"):
+        lm.generate("hello", max_new_tokens=3, draft=tmp_path / "draft")

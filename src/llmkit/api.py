@@ -57,8 +57,13 @@ class LoadedModel:
         from llmkit.infer.speculative import SpeculativeDecoder
 
         if isinstance(draft, (str, Path)):
-            draft = load(draft, device=str(self.device)).model
-        draft = getattr(draft, "model", draft) if isinstance(draft, LoadedModel) else draft
+            draft = load(draft, device=str(self.device))
+        if isinstance(draft, LoadedModel):
+            mine, theirs = getattr(self.tokenizer, "fingerprint", None), getattr(draft.tokenizer, "fingerprint", None)
+            if mine and theirs and mine() != theirs():
+                raise GenerationError(f"the draft {draft.path} has a different tokenizer ({theirs()}) than the target "
+                                      f"({mine()}); speculative decoding needs a draft trained with the same tokenizer")
+            draft = draft.model
         return SpeculativeDecoder(self.engine, draft, prompt_lookup=prompt_lookup, num_draft_tokens=num_draft_tokens)
 
     def generate(self, prompt_or_prompts, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
