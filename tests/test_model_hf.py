@@ -107,3 +107,19 @@ def test_flops_and_param_count_agree_with_config():
     cfg = tiny(False, 2)
     model = Transformer(cfg)
     assert model.num_params() == cfg.num_params()
+
+
+def test_training_after_generation_reaches_every_parameter(tmp_path):
+    """The engine's fused inference matmuls must not cut gradients off (RL trains after rollouts)."""
+    import llmkit
+    from llmkit.tokenizer import Tokenizer
+
+    tok = Tokenizer.train(["Hello world, this is a test. 你好，世界！ " * 50], vocab_size=300, show_progress=False)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "ckpt", Transformer(tiny(True, 2)), tokenizer=tok)
+    lm = llmkit.load(tmp_path / "ckpt", device="cpu")
+    lm.generate("Hello", max_new_tokens=4, temperature=0)
+    lm.model.train()
+    lm.model(torch.randint(0, 300, (2, 12))).float().pow(2).mean().backward()
+    missing = [n for n, p in lm.model.named_parameters() if p.grad is None]
+    assert not missing

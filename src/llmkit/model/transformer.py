@@ -62,8 +62,9 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, attn_mask=None, kv_cache: KVCacheLike | None = None):
         B, T, _ = x.shape
-        if self.fused is not None and self.fused[2] == self.q_proj.weight.data_ptr():
-            # inference fast path: one matmul for q, k, v (the projections' weights are views of it)
+        if self.fused is not None and not torch.is_grad_enabled() and self.fused[2] == self.q_proj.weight.data_ptr():
+            # inference fast path (no autograd: gradients must reach the projections' own parameters):
+            # one matmul for q, k, v, whose weights are views of the fused matrix
             w, b, _ = self.fused
             qkv = x @ w if b is None else torch.addmm(b, x.view(B * T, -1), w).view(B, T, -1)  # (B, T, N)
             q, k, v = qkv.split((self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features), -1)
@@ -96,7 +97,7 @@ class MLP(nn.Module):
         self.fused = None  # (W_gate_up^T (C, 2I), gate_proj.weight.data_ptr()) set by infer.engine
 
     def forward(self, x):
-        if self.fused is not None and self.fused[1] == self.gate_proj.weight.data_ptr():
+        if self.fused is not None and not torch.is_grad_enabled() and self.fused[1] == self.gate_proj.weight.data_ptr():
             gate, up = (x @ self.fused[0]).chunk(2, dim=-1)  # (B, T, I) each, one matmul
         else:
             gate, up = self.gate_proj(x), self.up_proj(x)
