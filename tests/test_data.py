@@ -10,7 +10,7 @@ import pytest
 
 from llmkit.config import DataConfig
 from llmkit.data.corpora import corpus_names, fetch_corpus, split_fortunes, strip_ansi, strip_gutenberg
-from llmkit.data.sources import SourceStats, iter_documents, split_documents
+from llmkit.data.sources import SourceStats, iter_corpus, iter_documents, split_documents
 from llmkit.errors import ConfigError, DataError
 
 EN = ["The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore.",
@@ -102,6 +102,31 @@ def test_saved_datasets_directory(tmp_path):
         docs(tmp_path / "dd", text_field="content", split="validation")
     with pytest.raises(DataError, match="no record has field 'text'.*content"):
         docs(tmp_path / "dd")
+
+
+def test_hub_source_streams_a_local_dataset_directory(tmp_path):
+    # hf:NAME goes through datasets.load_dataset; a local directory needs no network.
+    write_jsonl(tmp_path / "train.jsonl", [{"text": EN[0]}, {"text": ZH[0]}, {"body": "x"}, {"text": EN[1]}])
+    out, st = docs(f"hf:{tmp_path}", streaming=True, max_documents=2)
+    assert out == [EN[0], ZH[0]] and st.documents == 2
+    with pytest.raises(DataError, match="hf:NAME or hf:NAME:CONFIG"):
+        docs("hf:")
+
+
+def test_iter_corpus_reads_every_source_in_order(tmp_path):
+    (tmp_path / "a.txt").write_text(EN[0], encoding="utf-8")
+    p = write_jsonl(tmp_path / "b.jsonl", [{"text": ZH[0]}, "{broken", {"text": ZH[1]}])
+    st = SourceStats()
+    cfg = DataConfig(sources=[str(tmp_path / "a.txt"), str(p)])
+    assert list(iter_corpus(cfg, st)) == [EN[0], ZH[0], ZH[1]]
+    assert st.documents == 3 and st.malformed_lines == 1
+    with pytest.raises(ConfigError, match="data.sources is empty"):
+        list(iter_corpus(DataConfig(sources=[])))
+    # a later all-malformed source is reported as itself, not with the earlier source's line
+    bad = write_jsonl(tmp_path / "c.jsonl", ["{nope", "[]"])
+    with pytest.raises(DataError, match=r"c\.jsonl: every JSONL line is malformed; ") as e:
+        list(iter_corpus(DataConfig(sources=[str(p), str(bad)]), SourceStats()))
+    assert "b.jsonl" not in str(e.value)
 
 
 def test_max_documents_caps_each_source(tmp_path):

@@ -289,6 +289,7 @@ def iter_documents(source: str, cfg: DataConfig, stats: SourceStats | None = Non
     stats = stats if stats is not None else SourceStats()
     limit = cfg.max_documents
     n = 0
+    malformed_before = stats.malformed_lines  # ``stats`` may be shared by several sources
     for doc in _raw_documents(source, cfg, stats, cache_dir):
         if not doc:
             continue
@@ -297,15 +298,24 @@ def iter_documents(source: str, cfg: DataConfig, stats: SourceStats | None = Non
         if limit and n >= limit:
             return
     if n == 0:
-        if stats.malformed_lines:
-            raise DataError(f"{source}: every JSONL line is malformed (first at {stats.first_malformed}); "
-                            "write one JSON object per line")
+        if stats.malformed_lines > malformed_before:
+            first = "" if malformed_before else f" (first at {stats.first_malformed})"
+            raise DataError(f"{source}: every JSONL line is malformed{first}; write one JSON object per line")
         p = Path(source)
         if p.is_file() and p.suffix.lower() not in (".jsonl", ".parquet"):
             what = "is empty"
         else:
             what = f"has no text (every file is empty or no record has a non-empty {cfg.text_field!r})"
         raise DataError(f"{source} {what}; add text or remove it from data.sources")
+
+
+def iter_corpus(cfg: DataConfig, stats: SourceStats | None = None, cache_dir: Path | None = None) -> Iterator[str]:
+    """The documents of every source in ``cfg.sources``, in order, counted into one ``stats``."""
+    if not cfg.sources:
+        raise ConfigError("data.sources is empty; name at least one corpus, file, directory, glob or hf:NAME")
+    stats = stats if stats is not None else SourceStats()
+    for source in cfg.sources:
+        yield from iter_documents(source, cfg, stats, cache_dir)
 
 
 def split_key(doc: str, seed: int = 0) -> float:
