@@ -64,6 +64,25 @@ def test_dtype_follows_vocab_size(tok, tmp_path):
     assert (tmp_path / "small" / "shard_00000.bin").stat().st_size == 2 * small["tokens"]
 
 
+def test_shards_are_little_endian_files(tok, tmp_path):
+    write_shards(DOCS, tok, tmp_path / "s", shard_tokens=60, show_progress=False)
+    raw = np.concatenate([np.fromfile(f, dtype="<u2") for f in sorted((tmp_path / "s").glob("shard_*.bin"))])
+    assert raw.tolist() == expected_stream(tok, DOCS)
+
+
+def test_worker_processes_write_identical_shards(tok, tmp_path, monkeypatch):
+    import llmkit.data.shards as shards_mod
+
+    monkeypatch.setattr(shards_mod, "_BATCH_CHARS", 800)  # many small batches across 2 processes
+    docs = DOCS * 10
+    a = write_shards(docs, tok, tmp_path / "one", shard_tokens=500, show_progress=False)
+    b = write_shards(docs, tok, tmp_path / "two", shard_tokens=500, workers=2, show_progress=False)
+    assert {k: v for k, v in a.items()} == b
+    assert TokenShards(tmp_path / "two").window(0, b["tokens"]).tolist() == expected_stream(tok, docs)
+    with pytest.raises(DataError, match="workers=-1"):
+        write_shards(docs, tok, tmp_path / "bad", workers=-1, show_progress=False)
+
+
 def test_fingerprint_mismatch_is_refused(tok, tmp_path):
     write_shards(DOCS, tok, tmp_path / "s", show_progress=False)
     other = Tokenizer.train(["completely different text " * 50], vocab_size=300, show_progress=False)

@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--val-fraction", type=float, default=0.05, help="fraction of documents held out (default: 0.05)")
     h.add_argument("--seed", type=int, default=0, help="seed of the train/val hash split (default: 0)")
     h.add_argument("--shard-tokens", type=int, default=50_000_000, help="tokens per shard file (default: 50,000,000)")
+    h.add_argument("--workers", type=int, default=0,
+                   help="encoding processes; 0 = this process, using every core through the Rust batch encoder (default: 0)")
     _source_args(h)
     h.set_defaults(func=run_shard)
 
@@ -111,7 +113,8 @@ def run_shard(args) -> int:
     out = {}
     for name, docs in (("train", train), ("val", val)):
         t0 = time.perf_counter()
-        index = write_shards(docs, tok, args.out / name, source=label, shard_tokens=args.shard_tokens)
+        index = write_shards(docs, tok, args.out / name, source=label, shard_tokens=args.shard_tokens,
+                             workers=args.workers)
         out[name] = {k: index[k] for k in ("tokens", "documents", "bytes")}
         print(f"{name}: {index['documents']:,} documents, {index['tokens']:,} tokens, "
               f"{index['bytes'] / max(index['tokens'], 1):.2f} bytes/token -> {args.out / name} "

@@ -2,7 +2,7 @@
 
 Layout of a shard directory::
 
-    shard_00000.bin ...   token ids, native-endian uint16 (vocab <= 65536) or uint32, back to back
+    shard_00000.bin ...   token ids, little-endian uint16 (vocab <= 65536) or uint32, back to back
     index.json            {"version": 1, "dtype", "tokens", "documents", "bytes", "shards": [...],
                            "source", "tokenizer": <fingerprint>}
 
@@ -15,14 +15,21 @@ Writes are atomic: shards go into a temporary directory beside ``out_dir`` which
 place only when complete, so an interrupted run leaves the previous shards (or none), never a
 half-written set that a resumed run would trust. ``index.json`` records the tokenizer's
 fingerprint; reading with another tokenizer is refused.
+
+Encoding is parallel: by default one process whose Rust ``encode_batch`` uses every core; with
+``workers=N`` (N >= 2), N processes each encode whole batches and also share the Python-side work
+(turning id lists into arrays), which dominates once the Rust side is fast.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import multiprocessing as mp
 import os
 import shutil
 import tempfile
+from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -35,18 +42,70 @@ _BATCH_CHARS = 4_000_000  # encode this many characters per parallel batch (boun
 _BATCH_DOCS = 4096
 
 
-def _batches(docs: Iterable[str]) -> Iterator[list[str]]:
+def _batches(docs: Iterable[str], max_chars: int = _BATCH_CHARS) -> Iterator[list[str]]:
     batch, chars = [], 0
     for d in docs:
         if not d:
             continue
         batch.append(d)
         chars += len(d)
-        if chars >= _BATCH_CHARS or len(batch) >= _BATCH_DOCS:
+        if chars >= max_chars or len(batch) >= _BATCH_DOCS:
             yield batch
             batch, chars = [], 0
     if batch:
         yield batch
+
+
+def _token_dtype(vocab_size: int) -> np.dtype:
+    """Little-endian on every machine, so shards can be copied between hosts."""
+    return np.dtype("<u2" if vocab_size <= 65536 else "<u4")
+
+
+def _encode(tok, batch: list[str], dtype: np.dtype) -> tuple[np.ndarray, int, int]:
+    """One batch -> (concatenated ``[bos] + ids`` of every document, documents, UTF-8 bytes)."""
+    ids = tok.encode_batch(batch, bos=True)
+    arr = np.fromiter(itertools.chain.from_iterable(ids), dtype=dtype, count=sum(map(len, ids)))
+    return arr, len(batch), sum(len(d.encode("utf-8", "replace")) for d in batch)
+
+
+_worker: dict = {}
+
+
+def _worker_init(tokenizer_json: str, bos_id: int, dtype: str) -> None:
+    # Each worker encodes its batch on one thread: the processes are the parallelism.
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    from tokenizers import Tokenizer as _Inner
+
+    class _Tok:
+        inner = _Inner.from_str(tokenizer_json)
+
+        def encode_batch(self, texts, bos=False):
+            return [[bos_id] + e.ids for e in self.inner.encode_batch_fast(texts, add_special_tokens=False)]
+
+    _worker.update(tok=_Tok(), dtype=np.dtype(dtype))
+
+
+def _worker_encode(batch: list[str]) -> tuple[np.ndarray, int, int]:
+    return _encode(_worker["tok"], batch, _worker["dtype"])
+
+
+def _encoded(docs: Iterable[str], tok, dtype: np.dtype, workers: int) -> Iterator[tuple[np.ndarray, int, int]]:
+    """Encoded batches in document order; with ``workers >= 2`` at most 2 per worker in flight
+    (bounded memory however long the corpus)."""
+    if workers <= 1:
+        for batch in _batches(docs):
+            yield _encode(tok, batch, dtype)
+        return
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    init = (tok.inner.to_str(), tok.bos_id, dtype.str)
+    with mp.get_context(method).Pool(workers, initializer=_worker_init, initargs=init) as pool:
+        pending: deque = deque()
+        for batch in _batches(docs, _BATCH_CHARS // 8):  # smaller batches balance the processes
+            pending.append(pool.apply_async(_worker_encode, (batch,)))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
 
 
 class _ShardWriter:
@@ -101,15 +160,20 @@ def remove_stale_temps(parent: Path, name: str) -> None:
 
 
 def write_shards(docs: Iterable[str], tok, out_dir: Path, source: str = "", shard_tokens: int = 50_000_000,
-                 show_progress: bool = True) -> dict:
-    """Tokenize ``docs`` into ``out_dir`` (replacing it atomically) and return the index."""
+                 workers: int = 0, show_progress: bool = True) -> dict:
+    """Tokenize ``docs`` into ``out_dir`` (replacing it atomically) and return the index.
+
+    ``workers``: 0 or 1 encodes in this process (Rust threads on all cores); N >= 2 uses N
+    processes. The shards are identical either way."""
     from tqdm import tqdm
 
     if shard_tokens <= 0:
         raise DataError(f"shard_tokens={shard_tokens} must be positive")
+    if workers < 0:
+        raise DataError(f"workers={workers} must be 0 (this process) or a number of processes")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    dtype = np.dtype(np.uint16 if tok.vocab_size <= 65536 else np.uint32)
+    dtype = _token_dtype(tok.vocab_size)
     remove_stale_temps(out_dir.parent, out_dir.name)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
     try:
@@ -117,12 +181,9 @@ def write_shards(docs: Iterable[str], tok, out_dir: Path, source: str = "", shar
         n_tokens = n_docs = n_bytes = 0
         bar = tqdm(desc=f"tokenizing {source or out_dir.name}", unit="B", unit_scale=True,
                    disable=not show_progress, mininterval=1.0)
-        for batch in _batches(docs):
-            ids = tok.encode_batch(batch, bos=True)
-            arr = np.concatenate([np.asarray(seq, dtype=dtype) for seq in ids])
+        for arr, docs_in_batch, size in _encoded(docs, tok, dtype, workers):
             writer.write(arr)
-            size = sum(len(d.encode("utf-8", "replace")) for d in batch)
-            n_tokens, n_docs, n_bytes = n_tokens + arr.size, n_docs + len(batch), n_bytes + size
+            n_tokens, n_docs, n_bytes = n_tokens + arr.size, n_docs + docs_in_batch, n_bytes + size
             bar.update(size)
         bar.close()
         writer.close()
@@ -154,7 +215,7 @@ class TokenShards:
                             "run `llmkit data shard` or the pipeline to write them")
         try:
             self.index: dict = json.loads(path.read_text(encoding="utf-8"))
-            dtype = np.dtype(self.index["dtype"])
+            dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
             shards = [(s["file"], int(s["tokens"])) for s in self.index["shards"]]
         except (ValueError, KeyError, TypeError) as e:
             raise DataError(f"{path}: corrupt shard index ({type(e).__name__}: {e}); delete {self.directory} "
