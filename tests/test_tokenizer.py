@@ -182,6 +182,39 @@ def test_chat_template_matches_transformers(tok, hf):
     assert tok.token_to_id("<|user|>") in ids and tok.token_to_id("<|end|>") in ids
 
 
+def test_loaded_config_names_the_specials_and_template(tok, tmp_path):
+    """An imported checkpoint's tokenizer_config.json (other BOS/EOS, own template) is honoured."""
+    from transformers import AutoTokenizer
+
+    tok.save(tmp_path)
+    template = "{% for m in messages %}{{ '[' + m['role'] + '] ' + m['content'] + eos_token }}{% endfor %}"
+    cfg = json.loads((tmp_path / "tokenizer_config.json").read_text(encoding="utf-8"))
+    cfg.update(bos_token=None, eos_token="<|end|>", chat_template=None)
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    (tmp_path / "chat_template.jinja").write_text(template, encoding="utf-8")
+    loaded = Tokenizer.load(tmp_path)
+    assert (loaded.bos_id, loaded.eos_id, loaded.pad_id) == (None, 7, 0)
+    messages = [{"role": "user", "content": "你好"}]
+    assert loaded.apply_chat_template(messages) == "[user] 你好<|end|>"
+    assert loaded.apply_chat_template(messages) == AutoTokenizer.from_pretrained(str(tmp_path)).apply_chat_template(
+        messages, tokenize=False)
+    loaded.model_max_length = 256
+    loaded.save(tmp_path / "again")  # written back as it was, plus the template and context length
+    again = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text(encoding="utf-8"))
+    assert again["bos_token"] is None and again["chat_template"] == template and again["model_max_length"] == 256
+    assert Tokenizer.load(tmp_path / "again").eos_id == 7
+    cfg["eos_token"] = {"__type": "AddedToken", "content": "<|end|>"}  # older transformers' layout
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    assert Tokenizer.load(tmp_path).eos_id == 7
+
+
+def test_chat_template_errors_are_data_errors(tok):
+    bad = Tokenizer(tok.inner)
+    bad.chat_template = "{{ raise_exception('roles must alternate') }}"
+    with pytest.raises(DataError, match="chat template: roles must alternate"):
+        bad.apply_chat_template([{"role": "user", "content": "hi"}])
+
+
 # ---------------------------------------------------------------------- bytes per token
 @pytest.mark.parametrize("text", [EN, ZH, MIXED, "😀 e\u0301 \x00"])
 def test_token_bytes_sum_to_utf8_length(tok, text):

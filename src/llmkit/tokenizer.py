@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Iterable
 
@@ -93,15 +94,59 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(c): b for b, c in zip(bs, cs)}
 
 
+_SP_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _token_content(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string, an AddedToken dict, or null."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
+
+
+def _pick_template(value) -> str | None:
+    """``chat_template`` is a string, or a list of ``{"name", "template"}`` (use "default")."""
+    if isinstance(value, list):
+        named = {t.get("name"): t.get("template") for t in value if isinstance(t, dict)}
+        value = named.get("default")
+    return value if isinstance(value, str) and value else None
+
+
+def _read_hf_config(directory: Path) -> dict:
+    """tokenizer_config.json (plus a separate chat_template.jinja, as newer transformers save it);
+    {} when absent or unreadable (the tokenizer itself is still usable)."""
+    cfg: dict = {}
+    path = directory / "tokenizer_config.json"
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            cfg = loaded if isinstance(loaded, dict) else {}
+        except (ValueError, UnicodeDecodeError):
+            cfg = {}
+    jinja = directory / "chat_template.jinja"
+    if not _pick_template(cfg.get("chat_template")) and jinja.is_file():
+        cfg["chat_template"] = jinja.read_text(encoding="utf-8")
+    return cfg
+
+
 class Tokenizer:
     """A trained byte-level BPE tokenizer; ``inner`` is the ``tokenizers.Tokenizer``."""
 
-    def __init__(self, inner: _HFTokenizer, json_text: str | None = None, model_max_length: int = 1_000_000):
+    def __init__(self, inner: _HFTokenizer, json_text: str | None = None, model_max_length: int = 1_000_000,
+                 hf_config: dict | None = None):
         self.inner = inner
         self._json = json_text if json_text is not None else inner.to_str()
         self.model_max_length = model_max_length
         """Written to tokenizer_config.json; set it to the model's context length before saving."""
         self._special_ids = {i for i, t in inner.get_added_tokens_decoder().items() if t.special}
+        # A tokenizer_config.json read from disk (e.g. an imported Llama/Qwen checkpoint) names its
+        # own special tokens and chat template; ours are the defaults when there is none.
+        self._loaded_config = dict(hf_config) if hf_config else None
+        cfg = self._loaded_config or {}
+        self._tokens = {k: _token_content(cfg[k]) if k in cfg else default
+                        for k, default in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))}
+        self.chat_template: str = _pick_template(cfg.get("chat_template")) or CHAT_TEMPLATE
+        """The Jinja chat template: the one saved with the tokenizer, else :data:`CHAT_TEMPLATE`."""
 
     # ------------------------------------------------------------------ training, files
     @classmethod
@@ -143,14 +188,12 @@ class Tokenizer:
         except Exception as e:  # corrupt JSON or unknown components
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise CheckpointError(f"{file}: not a valid tokenizer ({reason}); delete it and re-train") from None
-        max_len = 1_000_000
-        cfg = file.parent / "tokenizer_config.json"
-        if cfg.is_file():
-            try:
-                max_len = int(json.loads(cfg.read_text(encoding="utf-8")).get("model_max_length", max_len))
-            except (ValueError, TypeError, AttributeError):
-                pass
-        return cls(inner, json_text=text, model_max_length=max_len)
+        cfg = _read_hf_config(file.parent)
+        try:
+            max_len = int(cfg.get("model_max_length", 1_000_000))
+        except (ValueError, TypeError):
+            max_len = 1_000_000
+        return cls(inner, json_text=text, model_max_length=max_len, hf_config=cfg)
 
     def save(self, directory) -> None:
         """Write tokenizer.json and tokenizer_config.json (atomically) so that
@@ -162,14 +205,18 @@ class Tokenizer:
         atomic_write_json(directory / "tokenizer_config.json", self.hf_config())
 
     def hf_config(self) -> dict:
-        """The ``tokenizer_config.json`` that makes ``PreTrainedTokenizerFast`` match us."""
+        """The ``tokenizer_config.json`` that makes ``PreTrainedTokenizerFast`` match us (a loaded
+        one is written back as it was, with this object's context length and chat template)."""
+        if self._loaded_config is not None:
+            return {**self._loaded_config, "model_max_length": self.model_max_length,
+                    "chat_template": self.chat_template}
         return {
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": UNK,
             "add_bos_token": False, "add_eos_token": False,
             "clean_up_tokenization_spaces": False,
             "model_max_length": self.model_max_length,
-            "chat_template": CHAT_TEMPLATE,
+            "chat_template": self.chat_template,
         }
 
     # ------------------------------------------------------------------ encode / decode
@@ -199,17 +246,22 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.inner.get_vocab_size(with_added_tokens=True)
 
+    def _id(self, key: str) -> int | None:
+        token = self._tokens[key]
+        return None if token is None else self.inner.token_to_id(token)
+
     @property
     def pad_id(self) -> int:
-        return self.inner.token_to_id(PAD)
+        return self._id("pad_token")
 
     @property
     def bos_id(self) -> int:
-        return self.inner.token_to_id(BOS)
+        """1 for llmkit tokenizers; None for an imported one without a BOS token (e.g. Qwen2)."""
+        return self._id("bos_token")
 
     @property
     def eos_id(self) -> int:
-        return self.inner.token_to_id(EOS)
+        return self._id("eos_token")
 
     @property
     def special_ids(self) -> set[int]:
@@ -224,8 +276,11 @@ class Tokenizer:
             piece = self.inner.id_to_token(i)
             if i in self._special_ids or piece is None:
                 out.append(b"")
-            else:
+            elif all(c in dec for c in piece):
                 out.append(bytes(dec[c] for c in piece))
+            else:  # an imported SentencePiece-style vocabulary: "▁" is a space, "<0x0A>" a byte
+                m = _SP_BYTE.fullmatch(piece)
+                out.append(bytes([int(m.group(1), 16)]) if m else piece.replace("▁", " ").encode("utf-8"))
         return out
 
     def token_bytes(self) -> torch.Tensor:
@@ -240,12 +295,23 @@ class Tokenizer:
 
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         """Render ``messages`` with the same template and Jinja settings transformers uses."""
+        import jinja2
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(CHAT_TEMPLATE).render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=BOS, eos_token=EOS)
+        def raise_exception(message):
+            raise jinja2.TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=["jinja2.ext.loopcontrols"])
+        env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+        env.globals["raise_exception"] = raise_exception
+        try:
+            return env.from_string(self.chat_template).render(
+                messages=messages, add_generation_prompt=add_generation_prompt,
+                **{k: v or "" for k, v in self._tokens.items()})
+        except jinja2.TemplateError as e:
+            raise DataError(f"chat template: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                            "check the messages (role and content of each)") from None
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint()})"
