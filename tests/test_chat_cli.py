@@ -161,3 +161,51 @@ def test_sample_is_the_engine(capsys, base):
                                                        seed=3, n=2)
     for t in texts:
         assert "ROMEO:" + t in out
+
+
+# ------------------------------------------------------------------ a real terminal
+def test_ctrl_c_in_a_real_terminal_stops_the_reply_and_the_session_goes_on(tokenizer, tmp_path):
+    """The whole program in a pseudo-terminal: ^C goes through the line discipline as SIGINT."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    ckpt = _ckpt(tmp_path, tokenizer, "sft", context=20000)
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the CLI, with a reply long enough to be interrupted
+        os.execvp(sys.executable, [sys.executable, "-m", "llmkit.cli", "chat", str(ckpt), "--max-new-tokens",
+                                   "19000", "--ignore-eos"])
+    seen = b""
+
+    def wait_for(marker: bytes, after: int = 0, timeout: float = 60.0) -> None:
+        """Read the terminal until ``marker`` appears (or, if empty, until ``after`` bytes were read)."""
+        nonlocal seen
+        end = time.monotonic() + timeout
+        while (marker not in seen) if marker else len(seen) < after:
+            assert time.monotonic() < end, f"no {marker!r} in {seen[-400:]!r}"
+            if select.select([fd], [], [], 0.1)[0]:
+                seen += os.read(fd, 65536)
+
+    try:
+        wait_for(b"you> ")
+        os.write(fd, "你好\n".encode())
+        wait_for("你好\r\n".encode())
+        wait_for(b"", after=len(seen) + 20)  # the reply is streaming
+        os.write(fd, b"\x03")
+        wait_for(b"[stopped]")
+        os.write(fd, b"/params\n")
+        wait_for(b"max_new_tokens=19000")
+        os.write(fd, b"\x03")  # at the prompt: a hint, not an exit
+        wait_for(b"/quit or press Ctrl-D")
+        os.write(fd, b"/quit\n")
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        try:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
