@@ -6,8 +6,9 @@ Sections (``--only`` picks some; all by default):
   cpu-tiny-shaped random model and a ~100M-parameter random model. Greedy, EOS ignored, fp32.
   llmkit and transformers are timed alternately in one process; each number is the best of
   ``--repeats`` runs (the least disturbed by other processes on the machine).
-* ``memory`` peak resident memory of a child process per (model, library) that loads the model
-  and runs the batch-16 generation; "for generation" is the peak minus the RSS after loading.
+* ``memory`` resident memory of a child process per (model, library): the peak while loading,
+  the RSS after loading, and the peak during the batch-16 generation (the peak mark is reset in
+  between, so loading does not count); "added by generation" is the difference.
 * ``speculative`` (needs ``--checkpoint``, a trained model): plain greedy vs speculative greedy with
   prompt lookup and with a small draft (``--draft CKPT``, or the checkpoint's own first layers),
   on prompts taken from the run's validation text; speedup, acceptance rate, tokens per target pass.
@@ -25,7 +26,6 @@ import argparse
 import json
 import math
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -120,22 +120,27 @@ def bench_speed(args, root: Path) -> list[dict]:
 
 
 def _child_memory(lib: str, ckpt: str, batch: int, prompt_len: int, new_tokens: int, dtype: str) -> None:
-    """Run in a fresh process: print RSS after load and peak RSS (MiB) as JSON."""
-    def rss_mib():
+    """Run in a fresh process: print RSS after loading (and one warm-up token) and the peak RSS
+    of the generation itself (VmHWM after resetting it through /proc/self/clear_refs, so the
+    loading peak does not count) in MiB."""
+    def status(key):
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
         return float("nan")
 
     r = Runner(lib, Path(ckpt), getattr(torch, dtype))
-    loaded = rss_mib()
     V = json.loads((Path(ckpt) / "config.json").read_text())["vocab_size"]
     g = torch.Generator().manual_seed(0)
     prompts = [torch.randint(16, V, (prompt_len,), generator=g).tolist() for _ in range(batch)]
+    r.run(prompts[:1], 1)  # touch every weight (safetensors pages are mapped lazily)
+    loaded = status("VmRSS")
+    load_peak = status("VmHWM")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS mark
     r.run(prompts, new_tokens)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"loaded_mib": loaded, "peak_mib": peak}))
+    print(json.dumps({"loaded_mib": loaded, "load_peak_mib": load_peak, "peak_mib": status("VmHWM")}))
 
 
 def bench_memory(args, root: Path) -> list[dict]:
@@ -301,8 +306,9 @@ def main() -> None:
     if "memory" in only:
         rows = bench_memory(args, root)
         print(f"### Peak memory (batch {args.batch}, {args.prompt_len} + {args.new_tokens} tokens)\n")
-        print(table(rows, [("model", "model", ""), ("lib", "library", ""), ("loaded_mib", "RSS after load MiB", ".0f"),
-                           ("peak_mib", "peak RSS MiB", ".0f"), ("gen_mib", "for generation MiB", ".0f")]))
+        print(table(rows, [("model", "model", ""), ("lib", "library", ""), ("load_peak_mib", "peak while loading MiB", ".0f"),
+                           ("loaded_mib", "RSS after load MiB", ".0f"), ("peak_mib", "peak while generating MiB", ".0f"),
+                           ("gen_mib", "added by generation MiB", ".0f")]))
     if "speculative" in only and args.checkpoint:
         rows = bench_speculative(args)
         print(f"### Speculative decoding (greedy; {args.checkpoint}; output identical to plain greedy)\n")
