@@ -91,8 +91,9 @@ def prepare_for_inference(model) -> None:
     each block does 2 input matmuls instead of 5; the remaining projections (and the LM head) are
     stored transposed. Decoding multiplies a few rows by each weight, and on CPU BLAS reads a
     (C, N) row-major weight much faster than the (N, C) one ``nn.Linear`` keeps (measured in
-    docs/BENCHMARKS.md). Parameters stay usable for training: in-place updates write through the
-    views, and any new storage (``.to()``, a reassigned weight) silently disables the fused path.
+    docs/BENCHMARKS.md). Parameters stay usable for training: the fused path runs only with
+    autograd off, in-place updates write through the views, and any new storage (``.to()``, a
+    reassigned weight) silently disables it.
     """
     from llmkit.model.transformer import MLP, Attention
 
