@@ -94,44 +94,65 @@ def rope_inv_freq(config: ModelConfig, seq_len: int | None = None) -> tuple[torc
 
 
 class RotaryEmbedding(nn.Module):
-    """Computes cos/sin tables for arbitrary (per-row) positions.
+    """cos/sin tables for arbitrary (per-row) positions.
 
-    With ``dynamic`` scaling the frequencies depend on the longest position in the current forward
-    (as in transformers), so they are recomputed when that passes the trained length.
+    ``forward`` returns ``cos`` and a *signed* ``sin`` (first half negated) so that rotating is
+    ``x * cos + x.roll(d/2) * sin``: the same products as HF's ``rotate_half`` form, in fewer
+    operations. Rows for positions ``0 .. L-1`` are computed once (in fp32, exactly as a per-call
+    computation would) and looked up; the table doubles when a longer position arrives. With
+    ``dynamic`` scaling the frequencies depend on the longest position in the current forward (as
+    in transformers), so past the trained length they are computed per call instead.
+
+    ``inv_freq`` is deliberately not a buffer: ``model.to(torch.bfloat16)`` must not round the
+    frequencies (at position 500 that would move angles by up to a radian).
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        inv_freq, self.attention_scaling = rope_inv_freq(config)
-        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.inv_freq, self.attention_scaling = rope_inv_freq(config)  # (d/2,) fp32
         rs = config.rope_scaling or {}
         self.dynamic = rs.get("rope_type", rs.get("type")) == "dynamic"
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None  # cos, signed sin: (L, d) fp32
 
-    @torch.no_grad()
-    def forward(self, position_ids: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        # position_ids: (B, T) -> cos, sin: (B, T, head_dim), computed in fp32 then cast
-        inv_freq = self.inv_freq
-        if self.dynamic:
-            seq_len = int(position_ids.max()) + 1
-            if seq_len > self.config.max_position_embeddings:
-                inv_freq = rope_inv_freq(self.config, seq_len)[0].to(inv_freq.device)
-        freqs = position_ids[..., None].float() * inv_freq.float()  # (B, T, d/2)
-        emb = torch.cat((freqs, freqs), dim=-1)  # (B, T, d)
+    def _cos_sin(self, positions: torch.Tensor, inv_freq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions[..., None].float() * inv_freq.to(positions.device)  # (..., d/2)
+        half = freqs.size(-1)
+        emb = torch.cat((freqs, freqs), dim=-1)  # (..., d)
         cos = emb.cos() * self.attention_scaling
         sin = emb.sin() * self.attention_scaling
-        return cos.to(dtype), sin.to(dtype)
+        sin[..., :half] = -sin[..., :half]  # rotate_half's sign, folded into the table
+        return cos, sin
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, signed sin (B, T, 1, d) in x's dtype and device for x (B, T, ...) at
+        ``position_ids`` (B, T); (1, T, 1, d) for positions ``0 .. T-1`` when ``position_ids`` is
+        None (a slice of the table: no lookup, no device sync)."""
+        T, device = x.size(1), x.device
+        last = T - 1 if position_ids is None else int(position_ids.max())
+        if self.dynamic and last >= self.config.max_position_embeddings:
+            if position_ids is None:
+                position_ids = torch.arange(T, device=device)[None]
+            cos, sin = self._cos_sin(position_ids, rope_inv_freq(self.config, last + 1)[0])  # (B, T, d)
+            return cos[:, :, None].to(x.dtype), sin[:, :, None].to(x.dtype)
+        table = self._table
+        if table is None or table[0].size(0) <= last or table[0].device != device:
+            size = max(last + 1, 2 * table[0].size(0) if table is not None else 256)
+            with torch.inference_mode(False):
+                table = self._cos_sin(torch.arange(size, device=device), self.inv_freq)
+            self._table = table
+        if position_ids is None:
+            cos, sin = table[0][None, :T], table[1][None, :T]  # (1, T, d)
+        else:
+            cos, sin = table[0][position_ids], table[1][position_ids]  # (B, T, d)
+        return cos[:, :, None].to(x.dtype), sin[:, :, None].to(x.dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
-
-
-def apply_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
-    """Rotate queries and keys. q: (B, Hq, T, d), k: (B, Hkv, T, d), cos/sin: (B, T, d)."""
-    cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, d) broadcast over heads
-    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries or keys x (B, T, heads, d) by cos / signed sin (B, T, 1, d) from
+    :class:`RotaryEmbedding`: HF's ``x * cos + rotate_half(x) * sin``, written as a roll."""
+    return x * cos + x.roll(x.size(-1) // 2, -1) * sin
 
 
 def set_rope_scaling(model: nn.Module, scaling: dict | None) -> None:
@@ -146,10 +167,7 @@ def set_rope_scaling(model: nn.Module, scaling: dict | None) -> None:
     except ConfigError:
         config.rope_scaling = old
         raise
-    rotary = model.model.rotary_emb
-    device = rotary.inv_freq.device
-    rotary.__init__(config)
-    rotary.to(device)
+    model.model.rotary_emb.__init__(config)
 
 
 def parse_rope_scaling(text: str) -> dict | None:
