@@ -69,8 +69,11 @@ class ScriptedLM(nn.Module):
         step = (position_ids - self.prompt_len + 1).clamp(0, len(self.script) - 1)  # (B, T)
         return nn.functional.one_hot(torch.tensor(self.script)[step], self.config.vocab_size).float()
 
+    def head(self, h):
+        return self.lm_head(h)
+
     def forward(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None, last_only=False):
-        return self.lm_head(self.hidden_states(input_ids, position_ids))
+        return self.head(self.hidden_states(input_ids, position_ids))
 
 
 def greedy(**kw):

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from llmkit.infer.kv_cache import KVCache
 from llmkit.infer.sampling import GenerationError, LogitsPipeline, SamplingParams, sample
+from llmkit.model.inference import prepare_for_inference
 
 
 @dataclass
@@ -81,48 +82,6 @@ def context_length(config) -> int:
             "linear", "dynamic", "yarn"):
         return int(config.max_position_embeddings * factor)
     return config.max_position_embeddings
-
-
-@torch.no_grad()
-def prepare_for_inference(model) -> None:
-    """Re-lay a Transformer's weights for fast decoding: same values, no extra memory.
-
-    q/k/v become views of one (C, Nq+Nk+Nv) matrix and gate/up views of one (C, 2I) matrix, so
-    each block does 2 input matmuls instead of 5; the remaining projections (and the LM head) are
-    stored transposed. Decoding multiplies a few rows by each weight, and on CPU BLAS reads a
-    (C, N) row-major weight much faster than the (N, C) one ``nn.Linear`` keeps (measured in
-    docs/BENCHMARKS.md). Parameters stay usable for training: the fused path runs only with
-    autograd off, in-place updates write through the views, and any new storage (``.to()``, a
-    reassigned weight) silently disables it.
-    """
-    from llmkit.model.transformer import MLP, Attention
-
-    for mod in model.modules():
-        if isinstance(mod, Attention) and (mod.fused is None or mod.fused[2] != mod.q_proj.weight.data_ptr()):
-            projs = (mod.q_proj, mod.k_proj, mod.v_proj)
-            w = torch.cat([p.weight for p in projs]).t().contiguous()  # (C, N)
-            b = torch.cat([p.bias for p in projs]) if projs[0].bias is not None else None  # (N,)
-            off = 0
-            for p in projs:
-                n = p.out_features
-                p.weight.data = w[:, off:off + n].t()  # (n, C) view
-                if b is not None:
-                    p.bias.data = b[off:off + n]
-                off += n
-            mod.fused = (w, b, mod.q_proj.weight.data_ptr())
-        elif isinstance(mod, MLP) and (mod.fused is None or mod.fused[1] != mod.gate_proj.weight.data_ptr()):
-            n = mod.gate_proj.out_features
-            w = torch.cat([mod.gate_proj.weight, mod.up_proj.weight]).t().contiguous()  # (C, 2I)
-            mod.gate_proj.weight.data, mod.up_proj.weight.data = w[:, :n].t(), w[:, n:].t()
-            mod.fused = (w, mod.gate_proj.weight.data_ptr())
-    for name in ("o_proj", "down_proj"):
-        for mod in model.modules():
-            lin = getattr(mod, name, None)
-            if isinstance(lin, torch.nn.Linear) and lin.weight.is_contiguous():
-                lin.weight.data = lin.weight.data.t().contiguous().t()
-    head = getattr(model, "lm_head", None)
-    if isinstance(head, torch.nn.Linear) and head.weight.is_contiguous():
-        head.weight.data = head.weight.data.t().contiguous().t()  # tied: the embedding shares it
 
 
 class _TextStream:
@@ -438,9 +397,7 @@ class Engine:
 
     def _ensure_cache(self, rows: int, length: int) -> None:
         if self.cache is None:
-            c = self.config
-            self.cache = KVCache(c.num_hidden_layers, max(rows, 1), length, c.num_key_value_heads, c.head_dim,
-                                 self.dtype, self.device)
+            self.cache = KVCache.for_model(self.model, max(rows, 1), length)
         elif rows > self.cache.max_batch or length > self.cache.max_len:
             self.cache.grow(max(rows, self.cache.max_batch), max(length, self.cache.max_len))
 
@@ -486,7 +443,7 @@ class Engine:
         h = self.model.hidden_states(ids, pos, None, self.cache)  # (m, T, C), causal
         last = torch.tensor(lens, device=self.device) - 1
         h_last = h[torch.arange(m, device=self.device), last]  # (m, C)
-        logits = self.model.lm_head(h_last).float()  # (m, V)
+        logits = self.model.head(h_last).float()  # (m, V)
         for s in chunk:
             s.cache_len = len(s.prompt)
         self._rows.extend(chunk)
@@ -510,9 +467,9 @@ class Engine:
 
     def _choose(self, seqs: list[SeqState], logits: torch.Tensor) -> list[StepOutput]:
         """Process logits (n, V) per group of rows sharing params, pick tokens, update sequences."""
-        groups: dict[int, list[int]] = {}
+        groups: dict[tuple, list[int]] = {}
         for i, s in enumerate(seqs):
-            groups.setdefault(id(s.pipe), []).append(i)
+            groups.setdefault(s.pipe.key, []).append(i)
         chosen = torch.empty(len(seqs), dtype=torch.long, device=logits.device)
         for idx in groups.values():
             pipe = seqs[idx[0]].pipe
@@ -575,8 +532,7 @@ class Engine:
         max_len = min(self.context, P + params.max_new_tokens)
         stop_ids = (set() if params.ignore_eos else set(self.eos_ids)) | {int(t) for t in params.stop_token_ids}
         pipe = LogitsPipeline(params, self.vocab_size, sorted(stop_ids), self.device)
-        c = self.config
-        cache = KVCache(c.num_hidden_layers, nb, max_len, c.num_key_value_heads, c.head_dim, self.dtype, self.device)
+        cache = KVCache.for_model(self.model, nb, max_len)
         dev, V = self.device, self.vocab_size
         keep = max(2, 1 + len(stop_ids)) * nb  # candidates kept per step
         top_mask = torch.arange(keep, device=dev) < nb

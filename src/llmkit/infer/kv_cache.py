@@ -28,6 +28,16 @@ class KVCache:
         self._row_idx: torch.Tensor | None = None  # (n, 1)
         self._end = 0  # attend to slots [0, end)
 
+    @classmethod
+    def for_model(cls, model, max_batch: int, max_len: int) -> "KVCache":
+        """A cache shaped for ``model``, on its device. Its dtype is the weights' dtype, except on
+        CPU with bf16/fp16 weights: there it is fp32, because CPU attention kernels are several
+        times slower in bf16 than in fp32 (docs/BENCHMARKS.md), at twice the cache memory."""
+        c = model.config
+        p = next(model.parameters())
+        dtype = torch.float32 if p.device.type == "cpu" and p.dtype in (torch.bfloat16, torch.float16) else p.dtype
+        return cls(c.num_hidden_layers, max_batch, max_len, c.num_key_value_heads, c.head_dim, dtype, p.device)
+
     @property
     def max_batch(self) -> int:
         return self.k[0].size(0)
@@ -61,8 +71,8 @@ class KVCache:
             kc[:, :, s:s + T].copy_(k)
             vc[:, :, s:s + T].copy_(v)
         else:
-            kc[self._row_idx, :, self._slots] = k.transpose(1, 2)  # (n, T, K, D) into per-row slots
-            vc[self._row_idx, :, self._slots] = v.transpose(1, 2)
+            kc[self._row_idx, :, self._slots] = k.transpose(1, 2).to(kc.dtype)  # (n, T, K, D) into per-row slots
+            vc[self._row_idx, :, self._slots] = v.transpose(1, 2).to(vc.dtype)
         return kc[:, :, :self._end], vc[:, :, :self._end]
 
     def copy_row(self, src: int, dst: int, length: int) -> None:

@@ -280,6 +280,13 @@ class LogitsPipeline:
         self.needs_seen = params.repetition_penalty != 1.0
         self.needs_counts = bool(params.presence_penalty or params.frequency_penalty)
         self.needs_tokens = params.no_repeat_ngram_size > 0
+        # pipelines with equal keys process logits identically, so the engine runs their rows as one group
+        self.key = (tuple(sorted((params.logit_bias or {}).items())), params.repetition_penalty,
+                    params.presence_penalty, params.frequency_penalty, params.no_repeat_ngram_size,
+                    None if params.allowed_token_ids is None else tuple(sorted(params.allowed_token_ids)),
+                    tuple(sorted(params.banned_token_ids or ())), params.min_new_tokens,
+                    tuple(stop_ids) if self.stop_mask is not None else (), params.temperature, params.top_k,
+                    params.top_p, params.min_p, params.typical_p, params.num_beams > 1)
 
     def __call__(self, logits: torch.Tensor, seen=None, counts=None, token_lists=None,
                  n_generated: torch.Tensor | None = None) -> torch.Tensor:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from llmkit.infer.engine import Completion, Engine, SeqState, StepOutput, TokenLogprob
 from llmkit.infer.kv_cache import KVCache
 from llmkit.infer.sampling import GenerationError, SamplingParams
+from llmkit.model.inference import prepare_for_inference
 
 
 @dataclass
@@ -70,6 +71,8 @@ class SpeculativeDecoder:
         self.engine = engine
         self.target = engine.model
         self.draft = draft_model.eval() if draft_model is not None else None
+        if self.draft is not None and hasattr(self.draft, "lm_head"):
+            prepare_for_inference(self.draft)
         self.k = num_draft_tokens
         self.lookup_ngram = lookup_ngram
         self.stats = SpecStats()
@@ -204,9 +207,7 @@ class SpeculativeDecoder:
 def _cache_for(model, length: int) -> KVCache | None:
     if model is None:
         return None
-    c = model.config
-    p = next(model.parameters())
-    return KVCache(c.num_hidden_layers, 1, length, c.num_key_value_heads, c.head_dim, p.dtype, p.device)
+    return KVCache.for_model(model, 1, length)
 
 
 def _forward(model, tokens: list[int], start: int, cache: KVCache) -> torch.Tensor:

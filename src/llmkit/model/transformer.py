@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmkit.config import ModelConfig
+from llmkit.model.inference import current
 from llmkit.model.rope import RotaryEmbedding, apply_rope
 
 
@@ -58,31 +59,32 @@ class Attention(nn.Module):
         self.k_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=False)
-        self.fused = None  # (W_qkv^T (C, N), bias, q_proj.weight.data_ptr()) set by infer.engine
+        self.fast = None  # {"qkv", "o"}: FastLinears set by model.inference.prepare_for_inference
 
     def forward(self, x, cos, sin, attn_mask=None, kv_cache: KVCacheLike | None = None):
         B, T, _ = x.shape
-        if self.fused is not None and not torch.is_grad_enabled() and self.fused[2] == self.q_proj.weight.data_ptr():
-            # inference fast path (no autograd: gradients must reach the projections' own parameters):
-            # one matmul for q, k, v, whose weights are views of the fused matrix
-            w, b, _ = self.fused
-            qkv = x @ w if b is None else torch.addmm(b, x.view(B * T, -1), w).view(B, T, -1)  # (B, T, N)
-            q, k, v = qkv.split((self.q_proj.out_features, self.k_proj.out_features, self.v_proj.out_features), -1)
+        H, K, D = self.n_head, self.n_kv_head, self.head_dim
+        fast = current(self.fast)
+        if fast:  # inference: one matmul for q, k, v; RoPE applied to q and k together
+            qkv = fast["qkv"](x)  # (B, T, (H + 2K) * D)
+            qk = apply_rope(qkv[..., :(H + K) * D].view(B, T, H + K, D), cos, sin)  # (B, T, H + K, D)
+            q, k = qk[:, :, :H], qk[:, :, H:]
+            v = qkv[..., (H + K) * D:].view(B, T, K, D)
         else:
-            q, k, v = self.q_proj(x), self.k_proj(x), self.v_proj(x)
-        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
-        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        q, k = apply_rope(q, k, cos, sin)
+            q = apply_rope(self.q_proj(x).view(B, T, H, D), cos, sin)  # (B, T, H, D)
+            k = apply_rope(self.k_proj(x).view(B, T, K, D), cos, sin)  # (B, T, K, D)
+            v = self.v_proj(x).view(B, T, K, D)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|K, T, D)
         if kv_cache is not None:
-            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, K, S, D)
-        gqa = self.n_kv_head != self.n_head  # SDPA shares each K/V head across H/K query heads
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, K, S, D) in the cache's dtype
+            q = q.to(k.dtype)  # the engine keeps an fp32 cache for bf16 weights on CPU (faster attention)
+        gqa = K != H  # SDPA shares each K/V head across H/K query heads
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)  # (B, H, T, D)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=gqa)  # mask (B, 1, T, S)
-        y = y.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)  # (B, T, C)
-        return self.o_proj(y)
+        y = y.transpose(1, 2).reshape(B, T, H * D).to(x.dtype)  # (B, T, C)
+        return fast["o"](y) if fast else self.o_proj(y)
 
 
 class MLP(nn.Module):
@@ -94,14 +96,14 @@ class MLP(nn.Module):
         self.gate_proj = nn.Linear(C, I, bias=False)
         self.up_proj = nn.Linear(C, I, bias=False)
         self.down_proj = nn.Linear(I, C, bias=False)
-        self.fused = None  # (W_gate_up^T (C, 2I), gate_proj.weight.data_ptr()) set by infer.engine
+        self.fast = None  # {"gate_up", "down"}: FastLinears set by model.inference.prepare_for_inference
 
     def forward(self, x):
-        if self.fused is not None and not torch.is_grad_enabled() and self.fused[1] == self.gate_proj.weight.data_ptr():
-            gate, up = (x @ self.fused[0]).chunk(2, dim=-1)  # (B, T, I) each, one matmul
-        else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(F.silu(gate) * up)  # (B, T, I) -> (B, T, C)
+        fast = current(self.fast)
+        if fast:
+            gate, up = fast["gate_up"](x).chunk(2, dim=-1)  # (B, T, I) views of one matmul's output
+            return fast["down"](F.silu(gate, inplace=True) * up)  # in place: 4x faster on a strided view
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))  # (B, T, I) -> (B, T, C)
 
 
 class DecoderLayer(nn.Module):
@@ -138,6 +140,7 @@ class Transformer(nn.Module):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.fast = None  # {"head"}: a FastLinear set by model.inference.prepare_for_inference
         self.reset_parameters()
 
     @torch.no_grad()
@@ -158,11 +161,8 @@ class Transformer(nn.Module):
 
     def hidden_states(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None):
         """Final normalised hidden states (B, T, C); reward/value heads read these."""
-        B, T = input_ids.shape
-        if position_ids is None:
-            position_ids = torch.arange(T, device=input_ids.device).expand(B, T)  # (B, T)
         x = self.model.embed_tokens(input_ids)  # (B, T, C)
-        cos, sin = self.model.rotary_emb(position_ids, x.dtype)  # (B, T, D) each
+        cos, sin = self.model.rotary_emb(x, position_ids)  # (B or 1, T, 1, D) each; positions 0.. if None
         for layer in self.model.layers:
             x = layer(x, cos, sin, attn_mask, kv_cache)
         return self.model.norm(x)
@@ -176,7 +176,12 @@ class Transformer(nn.Module):
         h = self.hidden_states(input_ids, position_ids, attn_mask, kv_cache)
         if last_only:
             h = h[:, -1:]  # (B, 1, C)
-        return self.lm_head(h)
+        return self.head(h)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., C) -> logits (..., V), through the fast kernel when inferring."""
+        fast = current(self.fast)
+        return fast["head"](h) if fast else self.lm_head(h)
 
     def num_params(self, include_embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
