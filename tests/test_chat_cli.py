@@ -175,8 +175,9 @@ def test_ctrl_c_in_a_real_terminal_stops_the_reply_and_the_session_goes_on(token
     ckpt = _ckpt(tmp_path, tokenizer, "sft", context=20000)
     pid, fd = pty.fork()
     if pid == 0:  # the child: the CLI, with a reply long enough to be interrupted
+        # --min-new-tokens keeps the random model from ending its turn early by chance
         os.execvp(sys.executable, [sys.executable, "-m", "llmkit.cli", "chat", str(ckpt), "--max-new-tokens",
-                                   "19000", "--ignore-eos"])
+                                   "19000", "--min-new-tokens", "19000", "--ignore-eos"])
     seen = b""
 
     def wait_for(marker: bytes, after: int = 0, timeout: float = 60.0) -> None:

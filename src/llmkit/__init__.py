@@ -5,15 +5,17 @@ __version__ = "0.1.0"
 from llmkit.errors import LLMKitError  # noqa: E402
 
 
-def load(path, device=None, dtype=None):
-    """Load a checkpoint directory for notebooks and scripts.
+def load(path, device=None, dtype=None, rope_scaling=None, inference_only=False):
+    """Load a checkpoint directory for notebooks and scripts (see :func:`llmkit.api.load`).
 
     Returns an object with ``.model`` (a ``torch.nn.Module``: ``model(input_ids) -> logits``),
-    ``.tokenizer`` and ``.config``.
+    ``.tokenizer``, ``.config`` and ``.generate`` / ``.stream`` / ``.chat``. ``dtype`` may be
+    ``"auto"`` (bf16 where the hardware computes in it natively); ``inference_only=True`` holds
+    the weights once, packed for generation.
     """
     from llmkit.api import load as _load
 
-    return _load(path, device=device, dtype=dtype)
+    return _load(path, device=device, dtype=dtype, rope_scaling=rope_scaling, inference_only=inference_only)
 
 
 __all__ = ["LLMKitError", "load", "__version__"]

@@ -21,6 +21,32 @@ def default_device() -> str:
     return "cpu"
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def inference_dtype(requested: str | torch.dtype | None, device: str) -> torch.dtype:
+    """The dtype to run a model in. ``auto``: bf16 where the hardware computes in it natively (CUDA
+    with bf16 support; CPUs with AVX512-BF16 or AMX), where decoding reads half the bytes and runs
+    1.5-2.5x faster than fp32 (docs/BENCHMARKS.md); fp32 elsewhere. None means fp32."""
+    if isinstance(requested, torch.dtype):
+        return requested
+    if requested in (None, "float32", "fp32"):
+        return torch.float32
+    if requested in ("bfloat16", "bf16"):
+        return torch.bfloat16
+    if requested in ("float16", "fp16"):
+        return torch.float16
+    if requested != "auto":
+        raise GenerationError(f"dtype {requested!r}: use auto, float32, bfloat16 or float16")
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if kind == "cpu":
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        return torch.bfloat16 if caps.get("avx512_bf16") or caps.get("amx_bf16") else torch.float32
+    return torch.float32
+
+
 @dataclass
 class LoadedModel:
     """A checkpoint in memory: ``.model`` (``model(input_ids) -> logits``), ``.tokenizer``, ``.config``."""
@@ -29,6 +55,8 @@ class LoadedModel:
     tokenizer: object
     config: ModelConfig
     path: Path
+    inference_only: bool = False
+    """Loaded with ``inference_only=True``: weights held once, packed for the engine; no training."""
 
     @property
     def device(self) -> torch.device:
@@ -57,7 +85,8 @@ class LoadedModel:
         from llmkit.infer.speculative import SpeculativeDecoder
 
         if isinstance(draft, (str, Path)):
-            draft = load(draft, device=str(self.device))
+            draft = load(draft, device=str(self.device), dtype=next(self.model.parameters()).dtype,
+                         inference_only=self.inference_only)
         if isinstance(draft, LoadedModel):
             mine, theirs = getattr(self.tokenizer, "fingerprint", None), getattr(draft.tokenizer, "fingerprint", None)
             if mine and theirs and mine() != theirs():
@@ -140,20 +169,30 @@ def _params(**options):
     return SamplingParams(**options).validate()
 
 
-def load(path: str | Path, device: str | None = None, dtype: torch.dtype | None = None,
-         rope_scaling: dict | None = None) -> LoadedModel:
+def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None,
+         rope_scaling: dict | None = None, inference_only: bool = False) -> LoadedModel:
     """Load a checkpoint directory written by llmkit (or a local Llama/Qwen2/Mistral HF checkpoint).
 
-    ``rope_scaling`` (``{"rope_type": "yarn", "factor": 4.0}``; linear, dynamic, yarn, llama3)
-    replaces the checkpoint's RoPE scaling, to read past the trained context.
+    ``dtype``: None or ``float32`` (default), ``bfloat16``, ``float16``, or ``auto`` (bf16 where the
+    hardware computes in it natively, see :func:`inference_dtype`). ``rope_scaling``
+    (``{"rope_type": "yarn", "factor": 4.0}``; linear, dynamic, yarn, llama3) replaces the
+    checkpoint's RoPE scaling, to read past the trained context. ``inference_only`` packs the
+    weights for the engine and frees the trainable copies, so they are held once (what the CLI
+    does); such a model can generate and score but not train.
     """
     from llmkit.tokenizer import Tokenizer
 
     path = Path(path)
-    model = load_model(path, device=device or default_device(), dtype=dtype)
+    device = device or default_device()
+    model = load_model(path, device=device, dtype=inference_dtype(dtype, device))
     if rope_scaling is not None:
         from llmkit.model.rope import set_rope_scaling
 
         set_rope_scaling(model, rope_scaling)
+    if inference_only:
+        from llmkit.model.inference import prepare_for_inference
+
+        prepare_for_inference(model, release_dense=True)
     tokenizer = Tokenizer.load(path)
-    return LoadedModel(model=model, tokenizer=tokenizer, config=model.config, path=path)
+    return LoadedModel(model=model, tokenizer=tokenizer, config=model.config, path=path,
+                       inference_only=inference_only)

@@ -145,7 +145,9 @@ def check_checkpoint(directory: Path) -> dict:
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
-    """Load a checkpoint's model (ours or any Llama/Qwen2/Mistral-layout HF checkpoint)."""
+    """Load a checkpoint's model (ours or any Llama/Qwen2/Mistral-layout HF checkpoint) in
+    ``dtype`` (default fp32, whatever the file holds). The file's tensors become the parameters
+    (converted one at a time), so loading never holds two copies of the weights."""
     from llmkit.model.transformer import Transformer
 
     directory = Path(directory)
@@ -153,15 +155,18 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
     config = ModelConfig.from_hf_dict(hf, source=str(directory / "config.json"))
     with torch.device("meta"):
         model = Transformer(config)
-    model = model.to_empty(device="cpu")
     try:
         sd = load_file(str(directory / "model.safetensors"))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt") from None
     if config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
+    target = dtype or torch.get_default_dtype()
+    for name, t in sd.items():
+        if t.is_floating_point():
+            sd[name] = t.to(target)  # the original is freed as its entry is replaced
     try:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:  # shape mismatch
         first = str(e).split("size mismatch for ")[-1].split(":")[0]
         raise CheckpointError(f"{directory / 'model.safetensors'}: weights do not match config.json "
@@ -173,8 +178,9 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
                               "the checkpoint is incomplete or from an incompatible model")
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
-    model.model.rotary_emb.__init__(config)  # buffers were on meta; recompute
-    model.to(device=device, dtype=dtype) if dtype is not None else model.to(device)
+    del sd
+    model.model.rotary_emb.__init__(config)  # its tensors were made on meta; recompute
+    model.to(device)
     model.eval()
     return model
 

@@ -181,7 +181,7 @@ def run_samples(cfg: RunConfig, run_dir: Path) -> list[dict]:
     """Generate the preset's sample prompts from the base model (the inference engine)."""
     import llmkit
 
-    lm = llmkit.load(run_dir / "base", device="cpu")
+    lm = llmkit.load(run_dir / "base", device="cpu", inference_only=True)
     texts = lm.generate(list(cfg.sample.prompts), max_new_tokens=cfg.sample.max_new_tokens,
                         temperature=cfg.sample.temperature, top_k=cfg.sample.top_k, seed=cfg.train.seed)
     samples = [{"prompt": p, "text": t} for p, t in zip(cfg.sample.prompts, texts)]

@@ -154,6 +154,7 @@ class ChatSession:
 
 
 def register(sub) -> None:
+    from llmkit.commands._common import add_model_args
     from llmkit.commands.generate import add_decoding_args
 
     p = sub.add_parser("chat", help="chat with a checkpoint in the terminal (streams; /help inside)",
@@ -162,25 +163,19 @@ def register(sub) -> None:
                                    "continue the text plainly.")
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
     p.add_argument("--system", default=None, help="system prompt (chat models)")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    p.add_argument("--rope-scaling", default=None, metavar="TYPE:FACTOR",
-                   help="read past the trained context: linear:F, dynamic:F, yarn:F or llama3:F")
+    add_model_args(p)
     add_decoding_args(p, max_new_tokens=256, temperature=0.8, top_k=50)
     p.set_defaults(func=run)
 
 
 def run(args, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
-    import llmkit
+    from llmkit.commands._common import load_for_inference
     from llmkit.commands.generate import params_from_args
     from llmkit.errors import LLMKitError
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     params = params_from_args(args)
-    lm = llmkit.load(args.checkpoint, device=args.device)
-    if args.rope_scaling:
-        from llmkit.model.rope import parse_rope_scaling
-
-        lm.set_rope_scaling(parse_rope_scaling(args.rope_scaling))
+    lm = load_for_inference(args)
 
     def say(msg: str) -> None:
         stdout.write(msg + "\n")

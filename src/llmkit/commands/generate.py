@@ -89,6 +89,8 @@ def params_from_args(args):
 
 
 def register(sub) -> None:
+    from llmkit.commands._common import add_model_args
+
     p = sub.add_parser("generate", help="generate text from a checkpoint (one prompt or a file of prompts)",
                        description="Continue prompts with a checkpoint. One --prompt prints (streams) the text; "
                                    "--input FILE (.txt: one prompt per line; .jsonl: objects with a \"prompt\" "
@@ -107,9 +109,7 @@ def register(sub) -> None:
     p.add_argument("--prompt-lookup", action="store_true", help="speculative decoding by prompt lookup (no draft)")
     p.add_argument("--num-draft-tokens", type=int, default=4, help="tokens proposed per speculative step")
     p.add_argument("--batch-size", type=int, default=32, help="sequences decoded together")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    p.add_argument("--rope-scaling", default=None, metavar="TYPE:FACTOR",
-                   help="read past the trained context: linear:F, dynamic:F, yarn:F or llama3:F")
+    add_model_args(p)
     add_decoding_args(p, max_new_tokens=256, temperature=0.8, top_k=50)
     p.set_defaults(func=run)
 
@@ -139,16 +139,12 @@ def read_prompts(path: Path) -> list[dict]:
 
 
 def run(args) -> int:
-    import llmkit
+    from llmkit.commands._common import load_for_inference
     from llmkit.infer.engine import chat_prompt_ids, chat_stop_ids
 
     params = params_from_args(args)
     rows = [{"prompt": p} for p in args.prompt] if args.prompt else read_prompts(args.input)
-    lm = llmkit.load(args.checkpoint, device=args.device)
-    if args.rope_scaling:
-        from llmkit.model.rope import parse_rope_scaling
-
-        lm.set_rope_scaling(parse_rope_scaling(args.rope_scaling))
+    lm = load_for_inference(args)
     lm.engine.max_batch = args.batch_size
     prompts = [r["prompt"] for r in rows]
     if args.chat:

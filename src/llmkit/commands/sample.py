@@ -7,6 +7,8 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from llmkit.commands._common import add_model_args
+
     p = sub.add_parser("sample", help="print a few samples from a checkpoint",
                        description="Sample continuations of a prompt from a checkpoint directory "
                                    "(runs/<name>/base, or any Llama-layout checkpoint).")
@@ -19,14 +21,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default: 1.0 = off)")
     p.add_argument("--num-samples", type=int, default=1, help="samples per prompt (default: 1)")
     p.add_argument("--seed", type=int, default=1337, help="random seed (default: 1337)")
-    p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    add_model_args(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    import llmkit
+    from llmkit.commands._common import load_for_inference
 
-    lm = llmkit.load(args.checkpoint, device=args.device)
+    lm = load_for_inference(args)
     prompts = args.prompt or ["\n"]
     texts = lm.generate(prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                         top_k=args.top_k, top_p=args.top_p, seed=args.seed, n=args.num_samples)
