@@ -60,11 +60,16 @@ class Runner:
 
     def __init__(self, lib: str, ckpt: Path, dtype: torch.dtype):
         self.lib = lib
+        self.dtype = dtype
+        self.label = f"{lib} {str(dtype).removeprefix('torch.')}"
         if lib == "llmkit":
             from llmkit.checkpoint import load_model
             from llmkit.infer.engine import Engine
+            from llmkit.model.inference import prepare_for_inference
 
-            self.engine = Engine(load_model(ckpt, dtype=dtype), max_batch=64)
+            model = load_model(ckpt, dtype=dtype)
+            prepare_for_inference(model, release_dense=True)  # what llmkit.load(..., inference_only=True) does
+            self.engine = Engine(model, max_batch=64)
         else:
             import transformers
 
@@ -99,20 +104,21 @@ def bench_speed(args, root: Path) -> list[dict]:
         V = MODELS[name]["vocab_size"]
         one = [torch.randint(16, V, (args.prompt_len,), generator=g).tolist()]
         batch = [torch.randint(16, V, (args.prompt_len,), generator=g).tolist() for _ in range(args.batch)]
-        runners = [Runner(lib, ckpt, args.torch_dtype) for lib in ("llmkit", "transformers")]
-        best = {r.lib: {"ttft": math.inf, "gen": math.inf, "batch": math.inf} for r in runners}
+        runners = [Runner(lib, ckpt, dt) for dt in args.torch_dtypes for lib in ("llmkit", "transformers")]
+        best = {r.label: {"ttft": math.inf, "gen": math.inf, "batch": math.inf} for r in runners}
         for r in runners:  # warm up (first-call allocations, kernel selection)
             r.run(one, 4)
             r.run(batch[:2], 2)
         for _ in range(args.repeats):
-            for r in runners:  # alternate, so both see the same machine conditions
-                b = best[r.lib]
+            for r in runners:  # alternate, so all see the same machine conditions
+                b = best[r.label]
                 b["ttft"] = min(b["ttft"], r.run(one, 1))
                 b["gen"] = min(b["gen"], r.run(one, args.new_tokens))
                 b["batch"] = min(b["batch"], r.run(batch, args.new_tokens))
-        for lib, b in best.items():
-            rows.append({"model": name, "lib": lib, "ttft_ms": 1000 * b["ttft"],
-                         "prefill_tok_s": args.prompt_len / b["ttft"],
+        for r in runners:
+            b = best[r.label]
+            rows.append({"model": name, "lib": r.lib, "dtype": str(r.dtype).removeprefix("torch."),
+                         "ttft_ms": 1000 * b["ttft"], "prefill_tok_s": args.prompt_len / b["ttft"],
                          "decode_tok_s": (args.new_tokens - 1) / max(b["gen"] - b["ttft"], 1e-9),
                          "batch_tok_s": args.batch * args.new_tokens / b["batch"]})
         print(f"  measured {name}", file=sys.stderr)
@@ -147,12 +153,14 @@ def bench_memory(args, root: Path) -> list[dict]:
     rows = []
     for name in args.models:
         ckpt = make_checkpoint(name, root)
-        for lib in ("llmkit", "transformers"):
-            out = subprocess.run([sys.executable, __file__, "--child-memory", lib, str(ckpt), str(args.batch),
-                                  str(args.prompt_len), str(args.new_tokens), args.dtype],
-                                 capture_output=True, text=True, check=True)
-            m = json.loads(out.stdout.strip().splitlines()[-1])
-            rows.append({"model": name, "lib": lib, **m, "gen_mib": m["peak_mib"] - m["loaded_mib"]})
+        for dtype in args.dtypes:
+            for lib in ("llmkit", "transformers"):
+                out = subprocess.run([sys.executable, __file__, "--child-memory", lib, str(ckpt), str(args.batch),
+                                      str(args.prompt_len), str(args.new_tokens), dtype],
+                                     capture_output=True, text=True, check=True)
+                m = json.loads(out.stdout.strip().splitlines()[-1])
+                rows.append({"model": name, "lib": lib, "dtype": dtype, **m,
+                             "gen_mib": m["peak_mib"] - m["loaded_mib"]})
     return rows
 
 
@@ -274,39 +282,52 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtypes", default="float32,bfloat16",
+                    help="comma-separated; each library runs in each dtype (float32, bfloat16)")
     ap.add_argument("--checkpoint", default=None, help="a trained checkpoint (speculative, rope sections)")
     ap.add_argument("--draft", default=None, help="a smaller checkpoint with the same tokenizer")
     ap.add_argument("--rope-tokens", type=int, default=8192, help="tokens scored per (length, method)")
     ap.add_argument("--workdir", default=None, help="where the random checkpoints are written (default: temp)")
     args = ap.parse_args()
     args.models = args.models.split(",")
-    args.torch_dtype = getattr(torch, args.dtype)
+    args.dtypes = args.dtypes.split(",")
+    args.torch_dtypes = [getattr(torch, d) for d in args.dtypes]
     only = set(args.only.split(","))
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-inference-"))
     import transformers
 
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}, {args.dtype}\n")
+          f"torch {torch.__version__}, transformers {transformers.__version__}\n")
     if "speed" in only:
         rows = bench_speed(args, root)
-        by = {(r["model"], r["lib"]): r for r in rows}
-        for r in rows:
-            ref = by[(r["model"], "transformers")]
+        by = {(r["model"], r["lib"], r["dtype"]): r for r in rows}
+        for r in rows:  # "x": against transformers in the same dtype
+            ref = by[(r["model"], "transformers", r["dtype"])]
             r["x_decode"] = r["decode_tok_s"] / ref["decode_tok_s"]
             r["x_batch"] = r["batch_tok_s"] / ref["batch_tok_s"]
             r["x_ttft"] = ref["ttft_ms"] / r["ttft_ms"]
         print(f"### Speed (prompt {args.prompt_len} tokens, {args.new_tokens} new tokens, greedy, "
-              f"batch {args.batch} for throughput; best of {args.repeats})\n")
-        print(table(rows, [("model", "model", ""), ("lib", "library", ""),
+              f"batch {args.batch} for throughput; best of {args.repeats}; x = vs transformers in the same dtype)\n")
+        print(table(rows, [("model", "model", ""), ("lib", "library", ""), ("dtype", "dtype", ""),
                            ("decode_tok_s", "batch-1 decode tok/s", ".0f"), ("x_decode", "x", ".2f"),
                            ("prefill_tok_s", "prefill tok/s", ".0f"), ("ttft_ms", "time to first token ms", ".1f"),
                            ("x_ttft", "x", ".2f"), ("batch_tok_s", f"batch-{args.batch} tok/s", ".0f"),
                            ("x_batch", "x", ".2f")]))
+        fp32 = {r["model"]: r for r in rows if r["lib"] == "transformers" and r["dtype"] == "float32"}
+        mine = [r for r in rows if r["lib"] == "llmkit" and r["dtype"] != "float32" and r["model"] in fp32]
+        if mine:
+            print("llmkit in reduced precision vs transformers' default (float32):\n")
+            for r in mine:
+                ref = fp32[r["model"]]
+                print(f"- {r['model']} llmkit {r['dtype']}: batch-1 decode {r['decode_tok_s'] / ref['decode_tok_s']:.2f}x, "
+                      f"time to first token {ref['ttft_ms'] / r['ttft_ms']:.2f}x, "
+                      f"batch-{args.batch} {r['batch_tok_s'] / ref['batch_tok_s']:.2f}x")
+            print()
     if "memory" in only:
         rows = bench_memory(args, root)
         print(f"### Peak memory (batch {args.batch}, {args.prompt_len} + {args.new_tokens} tokens)\n")
-        print(table(rows, [("model", "model", ""), ("lib", "library", ""), ("load_peak_mib", "peak while loading MiB", ".0f"),
+        print(table(rows, [("model", "model", ""), ("lib", "library", ""), ("dtype", "dtype", ""),
+                           ("load_peak_mib", "peak while loading MiB", ".0f"),
                            ("loaded_mib", "RSS after load MiB", ".0f"), ("peak_mib", "peak while generating MiB", ".0f"),
                            ("gen_mib", "added by generation MiB", ".0f")]))
     if "speculative" in only and args.checkpoint:

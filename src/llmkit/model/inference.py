@@ -74,7 +74,12 @@ class FastLinear:
     def _repack(self) -> None:
         with torch.inference_mode(False), torch.no_grad():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 16)
-        self._packed_version = _version(self.weight)
+        self._packed_version = self._versions()
+
+    def _versions(self) -> int:
+        """Sum of the owners' version counters: in-place updates (an optimizer step) raise it.
+        (The fused matrix has a counter of its own, which updates through the views do not bump.)"""
+        return sum(0 if p.is_inference() else p._version for p in self._owners)
 
     def release_dense(self) -> None:
         """Free the (N, K) weight, keeping only the packed copy: the owners become empty, so only
@@ -94,16 +99,12 @@ class FastLinear:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., K) -> (..., N)."""
         if self.packed is not None:
-            if self.weight is not None and self._packed_version != _version(self.weight):
+            if self.weight is not None and self._packed_version != self._versions():
                 self._repack()  # training changed the weights in place since they were packed
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
-
-
-def _version(t: torch.Tensor) -> int:
-    return 0 if t.is_inference() else t._version
 
 
 def fuse_linears(linears: list[nn.Linear], pack: bool) -> FastLinear:
