@@ -56,7 +56,7 @@ class FastLinear:
     """``x @ weight.T + bias`` through the fastest kernel for the weight's device and dtype.
 
     ``weight`` (N, K) is contiguous; ``owners`` are the parameters that must still be views of it
-    for this object to be valid (their data pointers are checked on every use, which is cheap).
+    for this object to be usable (:meth:`ready` checks their data pointers, which is cheap).
     """
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, owners: list[torch.Tensor],
@@ -65,6 +65,9 @@ class FastLinear:
         self.bias = bias
         self._owners = owners
         self._ptrs = [p.data_ptr() for p in owners]
+        # in-place updates (an optimizer step) bump the owners' version counters; the fused
+        # matrix has a counter of its own, which updates through the views do not bump
+        self._tracked = [p for p in owners if not p.is_inference()]
         self.onednn = weight.device.type == "cpu" and onednn_linear_works(weight.dtype)
         self.packed = None
         self._packed_version = -1
@@ -74,12 +77,7 @@ class FastLinear:
     def _repack(self) -> None:
         with torch.inference_mode(False), torch.no_grad():
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 16)
-        self._packed_version = self._versions()
-
-    def _versions(self) -> int:
-        """Sum of the owners' version counters: in-place updates (an optimizer step) raise it.
-        (The fused matrix has a counter of its own, which updates through the views do not bump.)"""
-        return sum(0 if p.is_inference() else p._version for p in self._owners)
+        self._packed_version = sum(p._version for p in self._tracked)
 
     def release_dense(self) -> None:
         """Free the (N, K) weight, keeping only the packed copy: the owners become empty, so only
@@ -93,14 +91,19 @@ class FastLinear:
         self._ptrs = [p.data_ptr() for p in self._owners]
         self.weight = None
 
-    def valid(self) -> bool:
-        return all(p.data_ptr() == ptr for p, ptr in zip(self._owners, self._ptrs))
+    def ready(self) -> bool:
+        """True if the owners still live where this was built; repacks if training changed them."""
+        for p, ptr in zip(self._owners, self._ptrs):
+            if p.data_ptr() != ptr:
+                return False
+        if self.packed is not None and self.weight is not None \
+                and sum(p._version for p in self._tracked) != self._packed_version:
+            self._repack()
+        return True
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., K) -> (..., N)."""
         if self.packed is not None:
-            if self.weight is not None and self._packed_version != self._versions():
-                self._repack()  # training changed the weights in place since they were packed
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
@@ -134,7 +137,7 @@ def current(fast: dict[str, FastLinear] | None) -> dict[str, FastLinear] | None:
     """``fast`` if the inference path may use it now (autograd off, weights where they were)."""
     if fast is None:
         return None
-    if torch.is_grad_enabled() or not all(f.valid() for f in fast.values()):
+    if torch.is_grad_enabled() or not all(f.ready() for f in fast.values()):
         if any(f.weight is None for f in fast.values()):
             raise InferenceOnlyError("this model was loaded for inference only (its weights were packed for "
                                      "the engine and the trainable copies freed); load it again to train or move it")
@@ -160,7 +163,7 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
         pack = next(model.parameters()).device.type == "cpu"
     for mod in model.modules():
         fast = getattr(mod, "fast", None)
-        if fast is not None and all(f.valid() for f in fast.values()):
+        if fast is not None and all(f.ready() for f in fast.values()):
             continue
         if isinstance(mod, Attention):
             mod.fast = {"qkv": fuse_linears([mod.q_proj, mod.k_proj, mod.v_proj], pack),
