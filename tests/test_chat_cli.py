@@ -198,6 +198,8 @@ def test_ctrl_c_in_a_real_terminal_stops_the_reply_and_the_session_goes_on(token
         wait_for(b"[stopped]")
         os.write(fd, b"/params\n")
         wait_for(b"max_new_tokens=19000")
+        os.write(fd, b"\x03")  # at the prompt (or while /params prints): a hint, and the session goes on
+        wait_for(b"Ctrl-D to leave")
         os.write(fd, b"/quit\n")
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0

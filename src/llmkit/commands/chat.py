@@ -14,6 +14,8 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Iterator, TextIO
 
+from llmkit.errors import LLMKitError
+
 CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")
 
 HELP = """commands:
@@ -23,6 +25,8 @@ HELP = """commands:
   /save FILE            write the conversation and options to FILE as JSON
   /help                 this text
   /quit                 leave (Ctrl-D too); Ctrl-C stops a reply that is being written"""
+
+CTRL_C_HINT = "\n(Ctrl-C: type /quit or press Ctrl-D to leave)"
 
 
 def is_chat_model(path: Path, tokenizer) -> bool:
@@ -171,7 +175,6 @@ def register(sub) -> None:
 def run(args, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
     from llmkit.commands._common import load_for_inference
     from llmkit.commands.generate import params_from_args
-    from llmkit.errors import LLMKitError
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     params = params_from_args(args)
@@ -199,53 +202,68 @@ def run(args, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
             say("")
             return 0
         except KeyboardInterrupt:
-            say("\n(Ctrl-C: type /quit or press Ctrl-D to leave)")
+            say(CTRL_C_HINT)
             continue
-        if not line.strip():
-            continue
-        if line.startswith("/"):
-            cmd, _, rest = line[1:].partition(" ")
-            rest = rest.strip()
-            try:
-                if cmd in ("quit", "exit", "q"):
-                    return 0
-                elif cmd == "help":
-                    say(HELP)
-                elif cmd == "reset":
-                    session.reset()
-                    say("(conversation cleared)")
-                elif cmd == "system":
-                    if not session.chat:
-                        say("(a base model has no system prompt; it continues the text)")
-                    elif rest:
-                        session.system = rest
-                        say("(system prompt set)")
-                    else:
-                        say(f"system: {session.system or '(none)'}")
-                elif cmd == "params":
-                    if rest:
-                        session.set_params(rest.split())
-                    say(session.describe_params())
-                elif cmd == "save":
-                    if not rest:
-                        say("usage: /save FILE")
-                    else:
-                        session.save(Path(rest))
-                        say(f"(saved to {rest})")
-                else:
-                    say(f"unknown command /{cmd}; /help lists them")
-            except LLMKitError as e:
-                say(f"error: {e}")
-            continue
-        reply = session.respond(line)
         try:
-            for delta in reply:
-                stdout.write(delta)
-                stdout.flush()
-            say("")
-        except KeyboardInterrupt:
-            reply.close()
-            say("\n[stopped]")
-        except LLMKitError as e:
-            reply.close()
-            say(f"error: {e}")
+            if _turn(session, line, say, stdout):
+                return 0
+        except KeyboardInterrupt:  # Ctrl-C while a command ran or its output was printed
+            say(CTRL_C_HINT)
+
+
+def _turn(session: "ChatSession", line: str, say, stdout: TextIO) -> bool:
+    """One line of input: a /command or a message to answer. True when the user asked to leave."""
+    if not line.strip():
+        return False
+    if line.startswith("/"):
+        return _command(session, line, say)
+    reply = session.respond(line)
+    try:
+        for delta in reply:
+            stdout.write(delta)
+            stdout.flush()
+        say("")
+    except KeyboardInterrupt:
+        reply.close()
+        say("\n[stopped]")
+    except LLMKitError as e:
+        reply.close()
+        say(f"error: {e}")
+    return False
+
+
+def _command(session: "ChatSession", line: str, say) -> bool:
+    """Run a /command; True for /quit."""
+    cmd, _, rest = line[1:].partition(" ")
+    rest = rest.strip()
+    try:
+        if cmd in ("quit", "exit", "q"):
+            return True
+        elif cmd == "help":
+            say(HELP)
+        elif cmd == "reset":
+            session.reset()
+            say("(conversation cleared)")
+        elif cmd == "system":
+            if not session.chat:
+                say("(a base model has no system prompt; it continues the text)")
+            elif rest:
+                session.system = rest
+                say("(system prompt set)")
+            else:
+                say(f"system: {session.system or '(none)'}")
+        elif cmd == "params":
+            if rest:
+                session.set_params(rest.split())
+            say(session.describe_params())
+        elif cmd == "save":
+            if not rest:
+                say("usage: /save FILE")
+            else:
+                session.save(Path(rest))
+                say(f"(saved to {rest})")
+        else:
+            say(f"unknown command /{cmd}; /help lists them")
+    except LLMKitError as e:
+        say(f"error: {e}")
+    return False

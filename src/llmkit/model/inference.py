@@ -30,6 +30,10 @@ from torch import nn
 from llmkit.errors import LLMKitError
 
 
+PACK_ROWS_HINT = 16
+"""Rows per matmul that oneDNN's blocked layout is chosen for (it stays correct for any count)."""
+
+
 @lru_cache(maxsize=None)
 def onednn_linear_works(dtype: torch.dtype) -> bool:
     """True if oneDNN's linear (dense and packed weights) runs here and agrees with F.linear."""
@@ -76,7 +80,7 @@ class FastLinear:
 
     def _repack(self) -> None:
         with torch.inference_mode(False), torch.no_grad():
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, 16)
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, PACK_ROWS_HINT)
         self._packed_version = sum(p._version for p in self._tracked)
 
     def release_dense(self) -> None:
