@@ -3,10 +3,11 @@
 Sections (``--only`` picks some; all by default):
 
 * ``speed``  batch-1 decode tok/s, prefill tok/s, time to first token, batch-16 throughput, for a
-  cpu-tiny-shaped random model and a ~100M-parameter random model. Greedy, EOS ignored, fp32.
-  llmkit and transformers are timed alternately in one process; each number is the best of
-  ``--repeats`` runs (the least disturbed by other processes on the machine).
-* ``memory`` resident memory of a child process per (model, library): the peak while loading,
+  cpu-tiny-shaped random model and a ~100M-parameter random model. Greedy, EOS ignored, each
+  library in each of ``--dtypes`` (fp32 and bf16 by default); llmkit loads as the CLI does
+  (inference-only: packed weights held once). All runners are timed alternately in one process;
+  each number is the best of ``--repeats`` runs (the least disturbed by other processes).
+* ``memory`` resident memory of a child process per (model, library, dtype): the peak while loading,
   the RSS after loading, and the peak during the batch-16 generation (the peak mark is reset in
   between, so loading does not count); "added by generation" is the difference.
 * ``speculative`` (needs ``--checkpoint``, a trained model): plain greedy vs speculative greedy with

@@ -144,6 +144,16 @@ def check_checkpoint(directory: Path) -> dict:
     return hf
 
 
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file in ordinary memory. Read with pread where safetensors
+    can, not memory-mapped: tensors that stayed views of the file would keep all of it mapped
+    (and its touched pages resident) for as long as any one of them lives."""
+    try:
+        return load_file(str(path), backend="pread")
+    except TypeError:  # safetensors < 0.8: mmap only, so copy out of the mapping
+        return {k: v.clone() for k, v in load_file(str(path)).items()}
+
+
 def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
     """Load a checkpoint's model (ours or any Llama/Qwen2/Mistral-layout HF checkpoint) in
     ``dtype`` (default fp32, whatever the file holds). The file's tensors become the parameters
@@ -156,7 +166,7 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
     with torch.device("meta"):
         model = Transformer(config)
     try:
-        sd = load_file(str(directory / "model.safetensors"))
+        sd = _read_tensors(directory / "model.safetensors")
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt") from None
     if config.tie_word_embeddings:

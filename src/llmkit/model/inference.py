@@ -21,6 +21,7 @@ the storage it was built from: ``.to()`` or a reassigned weight turns it off.
 
 from __future__ import annotations
 
+import ctypes
 from functools import lru_cache
 
 import torch
@@ -184,3 +185,14 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
             for f in mod.fast.values():
                 if not tied:  # the embedding lookup still needs a tied head's dense weight
                     f.release_dense()
+    if release_dense:
+        _return_freed_memory()
+
+
+def _return_freed_memory() -> None:
+    """Hand the freed dense weights back to the OS: glibc keeps freed heap memory for reuse
+    otherwise, and the process would look (and stay) twice its size."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass
