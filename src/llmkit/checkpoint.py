@@ -189,7 +189,6 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     del sd
-    model.model.rotary_emb.__init__(config)  # its tensors were made on meta; recompute
     model.to(device)
     model.eval()
     return model

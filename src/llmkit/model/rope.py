@@ -34,7 +34,8 @@ def rope_inv_freq(config: ModelConfig, seq_len: int | None = None) -> tuple[torc
     """
     d = config.head_dim
     base = config.rope_theta
-    exponents = torch.arange(0, d, 2, dtype=torch.int64).float() / d  # (d/2,)
+    # on the CPU whatever the default device: a model skeleton built on meta needs real frequencies
+    exponents = torch.arange(0, d, 2, dtype=torch.int64, device="cpu").float() / d  # (d/2,)
     rs = config.rope_scaling or {}
     kind = rs.get("rope_type", rs.get("type", "default"))
     if kind == "default":
@@ -86,8 +87,8 @@ def rope_inv_freq(config: ModelConfig, seq_len: int | None = None) -> tuple[torc
     lo, hi = max(lo, 0), min(hi, d - 1)
     if lo == hi:
         hi += 0.001
-    ramp = ((torch.arange(d // 2, dtype=torch.float32) - lo) / (hi - lo)).clamp(0, 1)  # (d/2,)
-    pos_freqs = base ** (torch.arange(0, d, 2).float() / d)
+    ramp = ((torch.arange(d // 2, dtype=torch.float32, device="cpu") - lo) / (hi - lo)).clamp(0, 1)  # (d/2,)
+    pos_freqs = base ** exponents
     extrapolate = 1 - ramp
     inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
     return inv_freq, attention

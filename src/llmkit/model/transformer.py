@@ -127,7 +127,11 @@ class LlamaBody(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
+        # a skeleton on the meta device (a checkpoint being loaded) skips nn.Embedding's own init:
+        # normal_ on meta imports torch._dynamo, a second of every CLI start
+        skeleton = torch.empty(0).is_meta
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size,
+                                         _weight=torch.empty(config.vocab_size, config.hidden_size) if skeleton else None)
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
@@ -144,7 +148,8 @@ class Transformer(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
         self.fast = None  # {"head"}: a FastLinear set by model.inference.prepare_for_inference
-        self.reset_parameters()
+        if not self.lm_head.weight.is_meta:  # a meta skeleton is about to receive a checkpoint's weights
+            self.reset_parameters()
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
