@@ -10,6 +10,8 @@ Sections (``--only`` picks some; all by default):
 * ``memory`` resident memory of a child process per (model, library, dtype): the peak while loading,
   the RSS after loading, and the peak during the batch-16 generation (the peak mark is reset in
   between, so loading does not count); "added by generation" is the difference.
+* ``prefix`` time to first token of a chat turn (history + reply + a new message) with the
+  engine's prefix cache (only the new message is prefilled) and without it.
 * ``speculative`` (needs ``--checkpoint``, a trained model): plain greedy vs speculative greedy with
   prompt lookup and with a small draft (``--draft CKPT``, or the checkpoint's own first layers),
   on prompts taken from the run's validation text; speedup, acceptance rate, tokens per target pass.
@@ -165,6 +167,39 @@ def bench_memory(args, root: Path) -> list[dict]:
     return rows
 
 
+@torch.inference_mode()
+def bench_prefix(args, root: Path) -> list[dict]:
+    """Time to first token of a chat turn (history + reply + a new message) with and without the
+    prefix cache: the cache prefills only the new message."""
+    from llmkit.checkpoint import load_model
+    from llmkit.infer.engine import Engine
+    from llmkit.infer.sampling import SamplingParams
+    from llmkit.model.inference import prepare_for_inference
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for name in args.models:
+        model = load_model(make_checkpoint(name, root), dtype=args.torch_dtypes[-1])
+        prepare_for_inference(model, release_dense=True)
+        V = MODELS[name]["vocab_size"]
+        history = torch.randint(16, V, (args.history,), generator=g).tolist()
+        reply = SamplingParams(max_new_tokens=args.new_tokens // 4, temperature=0, ignore_eos=True)
+        first = SamplingParams(max_new_tokens=1, temperature=0, ignore_eos=True)
+        best = {"cache": math.inf, "no cache": math.inf}
+        for _ in range(args.repeats + 1):  # the first round warms up
+            for label in best:
+                eng = Engine(model, prefix_cache=1 if label == "cache" else 0)
+                out = eng.generate([history], reply)[0][0].token_ids
+                turn = history + out + torch.randint(16, V, (args.message,), generator=g).tolist()
+                t = time.perf_counter()
+                eng.generate([turn], first)
+                best[label] = min(best[label], time.perf_counter() - t)
+        rows.append({"model": name, "dtype": str(args.torch_dtypes[-1]).removeprefix("torch."),
+                     "turn": f"{args.history} + {len(out)} + {args.message}", "no_cache_ms": 1000 * best["no cache"],
+                     "cache_ms": 1000 * best["cache"], "x": best["no cache"] / best["cache"]})
+    return rows
+
+
 def _val_tokens(ckpt: Path, n: int) -> torch.Tensor:
     """``n`` validation tokens of the run the checkpoint belongs to (runs/<name>/data/val)."""
     from llmkit.data.shards import TokenShards
@@ -277,7 +312,7 @@ def main() -> None:
         _child_memory(lib, ckpt, int(b), int(p), int(n), dt)
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", default="speed,memory,speculative,rope")
+    ap.add_argument("--only", default="speed,memory,prefix,speculative,rope")
     ap.add_argument("--models", default="cpu-tiny,100M")
     ap.add_argument("--prompt-len", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=128)
@@ -289,6 +324,8 @@ def main() -> None:
     ap.add_argument("--draft", default=None, help="a smaller checkpoint with the same tokenizer")
     ap.add_argument("--rope-tokens", type=int, default=8192, help="tokens scored per (length, method)")
     ap.add_argument("--workdir", default=None, help="where the random checkpoints are written (default: temp)")
+    ap.add_argument("--history", type=int, default=400, help="prefix section: tokens of conversation so far")
+    ap.add_argument("--message", type=int, default=20, help="prefix section: tokens of the new message")
     args = ap.parse_args()
     args.models = args.models.split(",")
     args.dtypes = args.dtypes.split(",")
@@ -331,6 +368,12 @@ def main() -> None:
                            ("load_peak_mib", "peak while loading MiB", ".0f"),
                            ("loaded_mib", "RSS after load MiB", ".0f"), ("peak_mib", "peak while generating MiB", ".0f"),
                            ("gen_mib", "added by generation MiB", ".0f")]))
+    if "prefix" in only:
+        rows = bench_prefix(args, root)
+        print(f"### Chat turn: time to first token with the prefix cache ({rows[0]['dtype']}; history + reply + "
+              f"new message tokens; best of {args.repeats})\n")
+        print(table(rows, [("model", "model", ""), ("turn", "tokens", ""), ("no_cache_ms", "full prefill ms", ".1f"),
+                           ("cache_ms", "prefix cache ms", ".1f"), ("x", "x", ".2f")]))
     if "speculative" in only and args.checkpoint:
         rows = bench_speculative(args)
         print(f"### Speculative decoding (greedy; {args.checkpoint}; output identical to plain greedy)\n")

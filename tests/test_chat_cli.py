@@ -66,6 +66,25 @@ def test_chat_model_keeps_history_in_the_template(monkeypatch, capsys, sft, tmp_
     assert [m["content"] for m in saved["messages"][::2]] == ["hello", "and again"]
 
 
+def test_each_turn_reuses_the_previous_turns_cache(sft):
+    import llmkit
+    from llmkit.commands.chat import ChatSession
+    from llmkit.infer.sampling import SamplingParams
+
+    lm = llmkit.load(sft, device="cpu", inference_only=True)
+    session = ChatSession(lm, SamplingParams(temperature=0, max_new_tokens=12), system="You are terse.")
+    first = "".join(session.respond("But soft, what light through yonder window breaks?"))
+    assert lm.engine.prefixes.reused_tokens == 0
+    second = "".join(session.respond("床前明月光"))
+    assert lm.engine.prefixes.reused_tokens > 20  # the system prompt, the first turn and its reply
+    # the same conversation without the cache gives the same replies
+    fresh = llmkit.load(sft, device="cpu", inference_only=True)
+    again = ChatSession(fresh, SamplingParams(temperature=0, max_new_tokens=12), system="You are terse.")
+    fresh.engine.prefixes.capacity = 0
+    assert ["".join(again.respond("But soft, what light through yonder window breaks?")),
+            "".join(again.respond("床前明月光"))] == [first, second]
+
+
 def test_params_and_reset(monkeypatch, capsys, sft):
     rc, out, _ = chat(monkeypatch, capsys, sft, ["/params temperature=0.2 top-p=0.9", "/params top_p=7",
                                                  "/params nonsense=1", "hi", "/reset", "/quit"])

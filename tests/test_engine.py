@@ -165,6 +165,29 @@ def test_step_api_join_and_leave_mid_flight(engine):
     assert engine.result(c).token_ids == ref[(1, 99)]
 
 
+def test_a_prompt_continuing_a_finished_sequence_reuses_its_cache(ckpt, tokenizer, engine):
+    """A chat's next turn: the previous prompt + reply + a new message prefills only the new part,
+    and the result equals a full prefill."""
+    remembering = Engine(load_model(ckpt), tokenizer, prefix_cache=4)
+    params = greedy(max_new_tokens=20, ignore_eos=True)
+    first = [1] + list(range(40, 70))
+    reply = remembering.generate([first], params)[0][0].token_ids
+    assert remembering.prefixes.reused_tokens == 0
+    turn2 = first + reply + [5, 6, 7, 8]
+    out = remembering.generate([turn2], params)[0][0].token_ids
+    assert remembering.prefixes.reused_tokens == len(first) + len(reply) - 1  # all but the unfed last token
+    assert out == engine.generate([turn2], params)[0][0].token_ids  # engine: no prefix cache
+    # a prompt sharing only a few tokens is prefilled in full; one sharing none too
+    before = remembering.prefixes.reused_tokens
+    remembering.generate([[1] + list(range(40, 50)), [1, 2, 3]], params)
+    assert remembering.prefixes.reused_tokens == before
+    # a prompt that shares a long part (then diverges) reuses that part; batch-mates prefill normally
+    forked = first + [9] * 10
+    outs = remembering.generate([forked, [1] + [3] * 20], params)
+    assert remembering.prefixes.reused_tokens > before
+    assert [o[0].token_ids for o in outs] == [o[0].token_ids for o in engine.generate([forked, [1] + [3] * 20], params)]
+
+
 def test_max_batch_admits_new_rows_as_old_ones_finish(ckpt, tokenizer):
     small = Engine(load_model(ckpt), tokenizer, max_batch=2)
     prompts = [[1, i] for i in range(10, 15)]

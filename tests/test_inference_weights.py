@@ -152,3 +152,11 @@ def test_prepare_is_idempotent_and_survives_inference_mode(ckpt):
     prepare_for_inference(model)
     assert model.model.layers[0].mlp.fast["gate_up"] is first
     assert not model.model.layers[0].mlp.gate_proj.weight.is_inference()
+
+
+def test_a_model_loaded_inside_inference_mode_can_be_prepared_and_generate(ckpt):
+    with torch.inference_mode():
+        model = load_model(ckpt)
+        prepare_for_inference(model, release_dense=True)
+        out = Engine(model).generate([[1, 5, 6]], SamplingParams(temperature=0, max_new_tokens=5))
+    assert len(out[0][0].token_ids) == 5

@@ -52,6 +52,8 @@ class ChatSession:
         from llmkit.infer.engine import chat_stop_ids
 
         self.lm, self.tok, self.params = lm, lm.tokenizer, params
+        # each turn's prompt continues the previous turn: reuse its keys/values instead of prefilling again
+        lm.engine.prefixes.capacity = max(lm.engine.prefixes.capacity, 1)
         self.chat = is_chat_model(lm.path, lm.tokenizer)
         self.stop_ids = chat_stop_ids(self.tok) if self.chat else []
         self.system = system

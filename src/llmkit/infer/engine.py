@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from llmkit.infer.kv_cache import KVCache
+from llmkit.infer.prefix_cache import PrefixCache
 from llmkit.infer.sampling import GenerationError, LogitsPipeline, SamplingParams, sample
 from llmkit.model.inference import prepare_for_inference
 
@@ -210,11 +211,14 @@ class Engine:
 
     ``max_batch`` bounds the sequences decoded together; ``prefill_tokens`` bounds the tokens of
     one prefill forward (longer batches are split), which bounds activation memory. ``optimize``
-    applies :func:`prepare_for_inference` to the model (in place, same values).
+    applies :func:`prepare_for_inference` to the model (in place, same values). ``prefix_cache``
+    keeps the KV of that many finished sequences for prompts that continue them
+    (:mod:`~llmkit.infer.prefix_cache`; off by default, so results never depend on what ran before).
     """
 
     def __init__(self, model, tokenizer=None, *, max_batch: int = 32, prefill_tokens: int = 8192,
-                 max_context: int | None = None, add_bos: bool = True, optimize: bool = True):
+                 max_context: int | None = None, add_bos: bool = True, optimize: bool = True,
+                 prefix_cache: int = 0):
         self.model = model.eval()
         if optimize and hasattr(model, "lm_head"):
             prepare_for_inference(model)
@@ -232,6 +236,7 @@ class Engine:
             self.eos_ids.add(tokenizer.eos_id)
         self._table = token_byte_table(tokenizer) if tokenizer is not None else None
         self.cache: KVCache | None = None
+        self.prefixes = PrefixCache(prefix_cache)
         self._rows: list[SeqState] = []  # running sequences; cache row i holds self._rows[i]
         self._pending: list[SeqState] = []  # added, not yet prefilled
         self._done: dict[int, SeqState] = {}  # finished, result not yet collected
@@ -407,8 +412,15 @@ class Engine:
         leaders = [s for s in seqs if s.share_from is None]
         self._ensure_cache(len(self._rows) + len(seqs), max(s.max_total for s in seqs))
         logits_of: dict[int, torch.Tensor] = {}
+        fresh = []
+        for s in leaders:  # prompts that continue a remembered sequence prefill only the rest
+            start = self.prefixes.restore(s.prompt, self.cache, len(self._rows)) if self.prefixes.capacity else 0
+            if start:
+                logits_of[s.id] = self._prefill_continuation(s, start)
+            else:
+                fresh.append(s)
         chunk: list[SeqState] = []
-        for s in leaders + [None]:
+        for s in fresh + [None]:
             if s is None and not chunk:
                 break
             if s is not None and (not chunk or (len(chunk) + 1) * max(len(c.prompt) for c in chunk + [s])
@@ -448,6 +460,20 @@ class Engine:
             s.cache_len = len(s.prompt)
         self._rows.extend(chunk)
         return logits
+
+    def _prefill_continuation(self, s: SeqState, start: int) -> torch.Tensor:
+        """Prefill ``s.prompt[start:]`` into the next cache row, whose slots ``0 .. start-1`` already
+        hold the prompt's first ``start`` tokens; returns the last position's logits (V,)."""
+        r, P = len(self._rows), len(s.prompt)
+        T = P - start
+        ids = torch.tensor([s.prompt[start:]], device=self.device)  # (1, T)
+        pos = torch.arange(start, P, device=self.device)[None]  # (1, T)
+        mask = (torch.arange(P, device=self.device) <= pos[0, :, None])[None, None]  # (1, 1, T, P): causal, offset
+        self.cache.bind(slice(r, r + 1), [start], T)
+        h = self.model.hidden_states(ids, pos, mask, self.cache)  # (1, T, C)
+        s.cache_len = P
+        self._rows.append(s)
+        return self.model.head(h[0, -1]).float()  # (V,)
 
     def _decode(self) -> list[StepOutput]:
         seqs = self._rows
@@ -512,6 +538,8 @@ class Engine:
                 continue
             if keep:
                 self._done[s.id] = s
+            if self.prefixes.capacity:
+                self.prefixes.remember((s.prompt + s.tokens)[:s.cache_len], self.cache, i)
             last = self._rows.pop()
             if last is not s:
                 self.cache.copy_row(len(self._rows), i, last.cache_len)

@@ -71,8 +71,9 @@ class FastLinear:
         self._owners = owners
         self._ptrs = [p.data_ptr() for p in owners]
         # in-place updates (an optimizer step) bump the owners' version counters; the fused
-        # matrix has a counter of its own, which updates through the views do not bump
-        self._tracked = [p for p in owners if not p.is_inference()]
+        # matrix has a counter of its own, which updates through the views do not bump.
+        # (Parameters made inside torch.inference_mode have no counter: they cannot be trained.)
+        self._tracked = [p for p in owners if _has_version_counter(p)]
         self.onednn = weight.device.type == "cpu" and onednn_linear_works(weight.dtype)
         self.packed = None
         self._packed_version = -1
@@ -113,6 +114,14 @@ class FastLinear:
         if self.onednn:
             return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
         return F.linear(x, self.weight, self.bias)
+
+
+def _has_version_counter(t: torch.Tensor) -> bool:
+    try:
+        t._version
+        return True
+    except RuntimeError:
+        return False
 
 
 def fuse_linears(linears: list[nn.Linear], pack: bool) -> FastLinear:
