@@ -21,21 +21,20 @@ def default_device() -> str:
     return "cpu"
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def inference_dtype(requested: str | torch.dtype | None, device: str) -> torch.dtype:
     """The dtype to run a model in. ``auto``: bf16 where the hardware computes in it natively (CUDA
-    with bf16 support; CPUs with AVX512-BF16 or AMX), where decoding reads half the bytes and runs
-    1.5-2.5x faster than fp32 (docs/BENCHMARKS.md); fp32 elsewhere. None means fp32."""
+    with bf16 support; CPUs with AVX512-BF16 or AMX): decoding reads half the bytes and measured
+    1.3-1.7x faster than fp32 on such a CPU (docs/BENCHMARKS.md); fp32 elsewhere. None means fp32."""
     if isinstance(requested, torch.dtype):
         return requested
-    if requested in (None, "float32", "fp32"):
+    if requested is None:
         return torch.float32
-    if requested in ("bfloat16", "bf16"):
-        return torch.bfloat16
-    if requested in ("float16", "fp16"):
-        return torch.float16
+    if requested in DTYPES:
+        return DTYPES[requested]
     if requested != "auto":
         raise GenerationError(f"dtype {requested!r}: use auto, float32, bfloat16 or float16")
     kind = torch.device(device).type

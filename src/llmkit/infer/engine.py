@@ -229,7 +229,7 @@ class Engine:
         self.context = max_context or context_length(self.config)
         self.add_bos = add_bos
         p = next(model.parameters())
-        self.device, self.dtype = p.device, p.dtype
+        self.device = p.device
         self.vocab_size = self.config.vocab_size
         self.eos_ids = {self.config.eos_token_id}
         if tokenizer is not None and getattr(tokenizer, "eos_id", None) is not None:

@@ -8,11 +8,10 @@ calls it) gives each attention block, MLP and the LM head a :class:`FastLinear` 
   original parameters become row views of it: same values, no extra memory, and training still
   updates them in place (the fused matrix sees every update);
 * on CPU the matmul runs through **oneDNN** (``torch.ops.mkldnn._linear_pointwise``) on a copy of
-  each matrix **reordered into oneDNN's blocked layout** (``pack``), 1.2-1.6x faster per decode
-  step than oneDNN on nn.Linear's layout and up to 3x faster than the default BLAS. The copy is
-  rebuilt automatically when training changes its source parameters in place; an inference-only
-  model (``release_dense``, what the CLI loads) frees the original instead, so the weights are
-  held once.
+  each matrix **reordered into oneDNN's blocked layout** (``pack``): 1.3-3.7x faster than
+  ``F.linear`` for the 1-16 rows of a decode step. The copy is rebuilt automatically when
+  training changes its source parameters in place; an inference-only model (``release_dense``,
+  what the CLI loads) frees the original instead, so the weights are held once.
 
 docs/BENCHMARKS.md has the measurements behind each choice. The fast path runs only with autograd
 off (gradients must reach the parameters themselves), and only while the parameters still live in
@@ -166,9 +165,9 @@ class InferenceOnlyError(LLMKitError):
 def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_dense: bool = False) -> None:
     """Give every attention block, MLP and the LM head of ``model`` its fast projections.
 
-    ``pack`` (default: on, on CPU) keeps a oneDNN-blocked copy of each matrix: 1.2-1.6x faster
-    decoding, at the cost of a second copy of the weights, unless ``release_dense`` frees the
-    first (then the model can only run inference). Idempotent: modules already prepared, whose
+    ``pack`` (default: on, on CPU) keeps a oneDNN-blocked copy of each matrix (faster matmuls, see
+    the module docstring) at the cost of a second copy of the weights, unless ``release_dense``
+    frees the first (then the model can only run inference). Idempotent: modules already prepared, whose
     weights have not moved, are left alone.
     """
     from llmkit.model.transformer import MLP, Attention, Transformer
