@@ -39,10 +39,22 @@ import torch
 
 MODELS = {
     # the cpu-tiny preset's shape (context raised so 128 + 128 tokens fit comfortably)
-    "cpu-tiny": dict(vocab_size=4096, hidden_size=256, num_hidden_layers=6, num_attention_heads=4,
-                     num_key_value_heads=2, max_position_embeddings=512),
-    "100M": dict(vocab_size=32000, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                 num_key_value_heads=4, max_position_embeddings=512),
+    "cpu-tiny": dict(
+        vocab_size=4096,
+        hidden_size=256,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    ),
+    "100M": dict(
+        vocab_size=32000,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+    ),
 }
 
 
@@ -89,8 +101,9 @@ class Runner:
             out = self.engine.generate(prompts, SamplingParams(max_new_tokens=n, temperature=0, ignore_eos=True))
             lengths = {len(c[0].token_ids) for c in out}
         else:
-            gc = self.transformers.GenerationConfig(do_sample=False, max_new_tokens=n, eos_token_id=None,
-                                                    pad_token_id=0)
+            gc = self.transformers.GenerationConfig(
+                do_sample=False, max_new_tokens=n, eos_token_id=None, pad_token_id=0
+            )
             ids = torch.tensor(prompts)  # equal lengths: no padding needed
             out = self.model.generate(ids, attention_mask=torch.ones_like(ids), generation_config=gc)
             lengths = {out.shape[1] - ids.shape[1]}
@@ -120,10 +133,17 @@ def bench_speed(args, root: Path) -> list[dict]:
                 b["batch"] = min(b["batch"], r.run(batch, args.new_tokens))
         for r in runners:
             b = best[r.label]
-            rows.append({"model": name, "lib": r.lib, "dtype": str(r.dtype).removeprefix("torch."),
-                         "ttft_ms": 1000 * b["ttft"], "prefill_tok_s": args.prompt_len / b["ttft"],
-                         "decode_tok_s": (args.new_tokens - 1) / max(b["gen"] - b["ttft"], 1e-9),
-                         "batch_tok_s": args.batch * args.new_tokens / b["batch"]})
+            rows.append(
+                {
+                    "model": name,
+                    "lib": r.lib,
+                    "dtype": str(r.dtype).removeprefix("torch."),
+                    "ttft_ms": 1000 * b["ttft"],
+                    "prefill_tok_s": args.prompt_len / b["ttft"],
+                    "decode_tok_s": (args.new_tokens - 1) / max(b["gen"] - b["ttft"], 1e-9),
+                    "batch_tok_s": args.batch * args.new_tokens / b["batch"],
+                }
+            )
         print(f"  measured {name}", file=sys.stderr)
     return rows
 
@@ -132,6 +152,7 @@ def _child_memory(lib: str, ckpt: str, batch: int, prompt_len: int, new_tokens: 
     """Run in a fresh process: print RSS after loading (and one warm-up token) and the peak RSS
     of the generation itself (VmHWM after resetting it through /proc/self/clear_refs, so the
     loading peak does not count) in MiB."""
+
     def status(key):
         with open("/proc/self/status") as f:
             for line in f:
@@ -158,12 +179,26 @@ def bench_memory(args, root: Path) -> list[dict]:
         ckpt = make_checkpoint(name, root)
         for dtype in args.dtypes:
             for lib in ("llmkit", "transformers"):
-                out = subprocess.run([sys.executable, __file__, "--child-memory", lib, str(ckpt), str(args.batch),
-                                      str(args.prompt_len), str(args.new_tokens), dtype],
-                                     capture_output=True, text=True, check=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--child-memory",
+                        lib,
+                        str(ckpt),
+                        str(args.batch),
+                        str(args.prompt_len),
+                        str(args.new_tokens),
+                        dtype,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
                 m = json.loads(out.stdout.strip().splitlines()[-1])
-                rows.append({"model": name, "lib": lib, "dtype": dtype, **m,
-                             "gen_mib": m["peak_mib"] - m["loaded_mib"]})
+                rows.append(
+                    {"model": name, "lib": lib, "dtype": dtype, **m, "gen_mib": m["peak_mib"] - m["loaded_mib"]}
+                )
     return rows
 
 
@@ -194,9 +229,16 @@ def bench_prefix(args, root: Path) -> list[dict]:
                 t = time.perf_counter()
                 eng.generate([turn], first)
                 best[label] = min(best[label], time.perf_counter() - t)
-        rows.append({"model": name, "dtype": str(args.torch_dtypes[-1]).removeprefix("torch."),
-                     "turn": f"{args.history} + {len(out)} + {args.message}", "no_cache_ms": 1000 * best["no cache"],
-                     "cache_ms": 1000 * best["cache"], "x": best["no cache"] / best["cache"]})
+        rows.append(
+            {
+                "model": name,
+                "dtype": str(args.torch_dtypes[-1]).removeprefix("torch."),
+                "turn": f"{args.history} + {len(out)} + {args.message}",
+                "no_cache_ms": 1000 * best["no cache"],
+                "cache_ms": 1000 * best["cache"],
+                "x": best["no cache"] / best["cache"],
+            }
+        )
     return rows
 
 
@@ -234,17 +276,20 @@ def bench_speculative(args) -> list[dict]:
     ctx = eng.context
     plen, n = min(64, ctx // 4), min(args.new_tokens, ctx // 2)
     toks = _val_tokens(ckpt, 40 * plen)
-    prompts = [toks[i * plen:(i + 1) * plen].tolist() for i in range(8)]
+    prompts = [toks[i * plen : (i + 1) * plen].tolist() for i in range(8)]
     # copy-heavy prompts (the text repeated) are where prompt lookup shines
-    copy_prompts = [(p[:plen // 2] * 2)[:plen] for p in prompts]
+    copy_prompts = [(p[: plen // 2] * 2)[:plen] for p in prompts]
     params = SamplingParams(temperature=0, max_new_tokens=n)
     drafts = {"prompt lookup": dict(prompt_lookup=True)}
     L = lm.config.num_hidden_layers
     if args.draft:
         drafts[f"draft {Path(args.draft).parent.name}/{Path(args.draft).name}"] = dict(
-            draft_model=llmkit.load(args.draft, device="cpu").model)
+            draft_model=llmkit.load(args.draft, device="cpu").model
+        )
     else:
-        drafts[f"draft: first {max(1, L // 3)} of {L} layers"] = dict(draft_model=_truncated_draft(lm.model, max(1, L // 3)))
+        drafts[f"draft: first {max(1, L // 3)} of {L} layers"] = dict(
+            draft_model=_truncated_draft(lm.model, max(1, L // 3))
+        )
     rows = []
     for label, ps in (("validation text", prompts), ("repetitive text", copy_prompts)):
         t0 = time.perf_counter()
@@ -252,17 +297,25 @@ def bench_speculative(args) -> list[dict]:
         t_plain = time.perf_counter() - t0
         for name, kw in drafts.items():
             for k in (2, 4):
-                spec = SpeculativeDecoder(eng, kw.get("draft_model"), prompt_lookup=kw.get("prompt_lookup", False),
-                                          num_draft_tokens=k)
+                spec = SpeculativeDecoder(
+                    eng, kw.get("draft_model"), prompt_lookup=kw.get("prompt_lookup", False), num_draft_tokens=k
+                )
                 t0 = time.perf_counter()
                 outs = [spec.generate(p, params).token_ids for p in ps]
                 t = time.perf_counter() - t0
                 assert outs == plain, "speculative greedy must equal plain greedy"
-                rows.append({"prompts": label, "method": name, "k": k, "speedup": t_plain / t,
-                             "acceptance": spec.stats.acceptance_rate,
-                             "tokens_per_pass": spec.stats.tokens_per_forward,
-                             "plain_tok_s": sum(map(len, plain)) / t_plain,
-                             "spec_tok_s": sum(map(len, outs)) / t})
+                rows.append(
+                    {
+                        "prompts": label,
+                        "method": name,
+                        "k": k,
+                        "speedup": t_plain / t,
+                        "acceptance": spec.stats.acceptance_rate,
+                        "tokens_per_pass": spec.stats.tokens_per_forward,
+                        "plain_tok_s": sum(map(len, plain)) / t_plain,
+                        "spec_tok_s": sum(map(len, outs)) / t,
+                    }
+                )
     return rows
 
 
@@ -279,7 +332,7 @@ def bench_rope(args) -> list[dict]:
     rows = []
     for mult in (1, 2, 4):
         L = trained * mult
-        windows = [toks[i:i + L + 1] for i in range(0, len(toks) - L - 1, L)][:max(1, budget // L)]
+        windows = [toks[i : i + L + 1] for i in range(0, len(toks) - L - 1, L)][: max(1, budget // L)]
         for method in ("none", "linear", "dynamic", "yarn"):
             if mult == 1 and method != "none":
                 continue
@@ -292,17 +345,24 @@ def bench_rope(args) -> list[dict]:
                 count += L
                 nll_far += losses[trained:].sum().item()
                 count_far += max(0, L - trained)
-            rows.append({"context": f"{mult}x ({L})", "method": method, "ppl": math.exp(nll / count),
-                         "ppl_beyond": math.exp(nll_far / count_far) if count_far else float("nan"),
-                         "windows": len(windows)})
+            rows.append(
+                {
+                    "context": f"{mult}x ({L})",
+                    "method": method,
+                    "ppl": math.exp(nll / count),
+                    "ppl_beyond": math.exp(nll_far / count_far) if count_far else float("nan"),
+                    "windows": len(windows),
+                }
+            )
     set_rope_scaling(lm.model, None)
     return rows
 
 
 def table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     head = "| " + " | ".join(c[1] for c in cols) + " |\n|" + "|".join("---" for _ in cols) + "|\n"
-    body = "".join("| " + " | ".join(format(r[c[0]], c[2]) if c[2] else str(r[c[0]]) for c in cols) + " |\n"
-                   for r in rows)
+    body = "".join(
+        "| " + " | ".join(format(r[c[0]], c[2]) if c[2] else str(r[c[0]]) for c in cols) + " |\n" for r in rows
+    )
     return head + body
 
 
@@ -318,8 +378,11 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--dtypes", default="float32,bfloat16",
-                    help="comma-separated; each library runs in each dtype (float32, bfloat16)")
+    ap.add_argument(
+        "--dtypes",
+        default="float32,bfloat16",
+        help="comma-separated; each library runs in each dtype (float32, bfloat16)",
+    )
     ap.add_argument("--checkpoint", default=None, help="a trained checkpoint (speculative, rope sections)")
     ap.add_argument("--draft", default=None, help="a smaller checkpoint with the same tokenizer")
     ap.add_argument("--rope-tokens", type=int, default=8192, help="tokens scored per (length, method)")
@@ -334,8 +397,10 @@ def main() -> None:
     root = Path(args.workdir or tempfile.mkdtemp(prefix="bench-inference-"))
     import transformers
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}, transformers {transformers.__version__}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}\n"
+    )
     if "speed" in only:
         rows = bench_speed(args, root)
         by = {(r["model"], r["lib"], r["dtype"]): r for r in rows}
@@ -344,49 +409,108 @@ def main() -> None:
             r["x_decode"] = r["decode_tok_s"] / ref["decode_tok_s"]
             r["x_batch"] = r["batch_tok_s"] / ref["batch_tok_s"]
             r["x_ttft"] = ref["ttft_ms"] / r["ttft_ms"]
-        print(f"### Speed (prompt {args.prompt_len} tokens, {args.new_tokens} new tokens, greedy, "
-              f"batch {args.batch} for throughput; best of {args.repeats}; x = vs transformers in the same dtype)\n")
-        print(table(rows, [("model", "model", ""), ("lib", "library", ""), ("dtype", "dtype", ""),
-                           ("decode_tok_s", "batch-1 decode tok/s", ".0f"), ("x_decode", "x", ".2f"),
-                           ("prefill_tok_s", "prefill tok/s", ".0f"), ("ttft_ms", "time to first token ms", ".1f"),
-                           ("x_ttft", "x", ".2f"), ("batch_tok_s", f"batch-{args.batch} tok/s", ".0f"),
-                           ("x_batch", "x", ".2f")]))
+        print(
+            f"### Speed (prompt {args.prompt_len} tokens, {args.new_tokens} new tokens, greedy, "
+            f"batch {args.batch} for throughput; best of {args.repeats}; x = vs transformers in the same dtype)\n"
+        )
+        print(
+            table(
+                rows,
+                [
+                    ("model", "model", ""),
+                    ("lib", "library", ""),
+                    ("dtype", "dtype", ""),
+                    ("decode_tok_s", "batch-1 decode tok/s", ".0f"),
+                    ("x_decode", "x", ".2f"),
+                    ("prefill_tok_s", "prefill tok/s", ".0f"),
+                    ("ttft_ms", "time to first token ms", ".1f"),
+                    ("x_ttft", "x", ".2f"),
+                    ("batch_tok_s", f"batch-{args.batch} tok/s", ".0f"),
+                    ("x_batch", "x", ".2f"),
+                ],
+            )
+        )
         fp32 = {r["model"]: r for r in rows if r["lib"] == "transformers" and r["dtype"] == "float32"}
         mine = [r for r in rows if r["lib"] == "llmkit" and r["dtype"] != "float32" and r["model"] in fp32]
         if mine:
             print("llmkit in reduced precision vs transformers' default (float32):\n")
             for r in mine:
                 ref = fp32[r["model"]]
-                print(f"- {r['model']} llmkit {r['dtype']}: batch-1 decode {r['decode_tok_s'] / ref['decode_tok_s']:.2f}x, "
-                      f"time to first token {ref['ttft_ms'] / r['ttft_ms']:.2f}x, "
-                      f"batch-{args.batch} {r['batch_tok_s'] / ref['batch_tok_s']:.2f}x")
+                print(
+                    f"- {r['model']} llmkit {r['dtype']}: "
+                    f"batch-1 decode {r['decode_tok_s'] / ref['decode_tok_s']:.2f}x, "
+                    f"time to first token {ref['ttft_ms'] / r['ttft_ms']:.2f}x, "
+                    f"batch-{args.batch} {r['batch_tok_s'] / ref['batch_tok_s']:.2f}x"
+                )
             print()
     if "memory" in only:
         rows = bench_memory(args, root)
         print(f"### Peak memory (batch {args.batch}, {args.prompt_len} + {args.new_tokens} tokens)\n")
-        print(table(rows, [("model", "model", ""), ("lib", "library", ""), ("dtype", "dtype", ""),
-                           ("load_peak_mib", "peak while loading MiB", ".0f"),
-                           ("loaded_mib", "RSS after load MiB", ".0f"), ("peak_mib", "peak while generating MiB", ".0f"),
-                           ("gen_mib", "added by generation MiB", ".0f")]))
+        print(
+            table(
+                rows,
+                [
+                    ("model", "model", ""),
+                    ("lib", "library", ""),
+                    ("dtype", "dtype", ""),
+                    ("load_peak_mib", "peak while loading MiB", ".0f"),
+                    ("loaded_mib", "RSS after load MiB", ".0f"),
+                    ("peak_mib", "peak while generating MiB", ".0f"),
+                    ("gen_mib", "added by generation MiB", ".0f"),
+                ],
+            )
+        )
     if "prefix" in only:
         rows = bench_prefix(args, root)
-        print(f"### Chat turn: time to first token with the prefix cache ({rows[0]['dtype']}; history + reply + "
-              f"new message tokens; best of {args.repeats})\n")
-        print(table(rows, [("model", "model", ""), ("turn", "tokens", ""), ("no_cache_ms", "full prefill ms", ".1f"),
-                           ("cache_ms", "prefix cache ms", ".1f"), ("x", "x", ".2f")]))
+        print(
+            f"### Chat turn: time to first token with the prefix cache ({rows[0]['dtype']}; history + reply + "
+            f"new message tokens; best of {args.repeats})\n"
+        )
+        print(
+            table(
+                rows,
+                [
+                    ("model", "model", ""),
+                    ("turn", "tokens", ""),
+                    ("no_cache_ms", "full prefill ms", ".1f"),
+                    ("cache_ms", "prefix cache ms", ".1f"),
+                    ("x", "x", ".2f"),
+                ],
+            )
+        )
     if "speculative" in only and args.checkpoint:
         rows = bench_speculative(args)
         print(f"### Speculative decoding (greedy; {args.checkpoint}; output identical to plain greedy)\n")
-        print(table(rows, [("prompts", "prompts", ""), ("method", "proposer", ""), ("k", "k", ""),
-                           ("acceptance", "acceptance", ".2f"), ("tokens_per_pass", "tokens / target pass", ".2f"),
-                           ("plain_tok_s", "plain tok/s", ".0f"), ("spec_tok_s", "speculative tok/s", ".0f"),
-                           ("speedup", "speedup", ".2f")]))
+        print(
+            table(
+                rows,
+                [
+                    ("prompts", "prompts", ""),
+                    ("method", "proposer", ""),
+                    ("k", "k", ""),
+                    ("acceptance", "acceptance", ".2f"),
+                    ("tokens_per_pass", "tokens / target pass", ".2f"),
+                    ("plain_tok_s", "plain tok/s", ".0f"),
+                    ("spec_tok_s", "speculative tok/s", ".0f"),
+                    ("speedup", "speedup", ".2f"),
+                ],
+            )
+        )
     if "rope" in only and args.checkpoint:
         rows = bench_rope(args)
         print(f"### Perplexity past the trained context ({args.checkpoint})\n")
-        print(table(rows, [("context", "context", ""), ("method", "RoPE scaling", ""), ("ppl", "perplexity", ".2f"),
-                           ("ppl_beyond", "ppl of positions past trained length", ".2f"),
-                           ("windows", "windows", "")]))
+        print(
+            table(
+                rows,
+                [
+                    ("context", "context", ""),
+                    ("method", "RoPE scaling", ""),
+                    ("ppl", "perplexity", ".2f"),
+                    ("ppl_beyond", "ppl of positions past trained length", ".2f"),
+                    ("windows", "windows", ""),
+                ],
+            )
+        )
 
 
 if __name__ == "__main__":

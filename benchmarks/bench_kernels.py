@@ -55,42 +55,59 @@ def bench_matmul(args) -> list[dict]:
                 "F.linear (N, K)": (ws, lambda x, w: F.linear(x, w)),
                 "x @ W^T (K, N) copy": ([w.t().contiguous() for w in ws], lambda x, w: x @ w),
                 "oneDNN on (N, K)": (ws, lambda x, w: lp(x, w, None, "none", [], "")),
-                "oneDNN packed": ([torch.ops.mkldnn._reorder_linear_weight(w, 16) for w in ws],
-                                  lambda x, w: lp(x, w, None, "none", [], "")),
+                "oneDNN packed": (
+                    [torch.ops.mkldnn._reorder_linear_weight(w, 16) for w in ws],
+                    lambda x, w: lp(x, w, None, "none", [], ""),
+                ),
             }
             for m in (1, 16, 128):
                 xs = {k: torch.randn(m, k, generator=g).to(dtype) for k, _ in shapes}
                 times = {}
                 for name, (weights, f) in kernels.items():
-                    def step(weights=weights, f=f):
-                        for (k, _), w in zip(shapes, weights):
+
+                    def step(weights=weights, f=f, xs=xs, shapes=shapes):
+                        for (k, _), w in zip(shapes, weights, strict=True):
                             f(xs[k], w)
+
                     times[name] = _best(step, args.repeats)
                 base = times["F.linear (N, K)"]
                 for name, t in times.items():
-                    rows.append({"model": f"{model} ({mib:.0f} MiB fp32)", "dtype": str(dtype)[6:], "rows": m,
-                                 "kernel": name, "ms": 1000 * t, "x": base / t})
+                    rows.append(
+                        {
+                            "model": f"{model} ({mib:.0f} MiB fp32)",
+                            "dtype": str(dtype)[6:],
+                            "rows": m,
+                            "kernel": name,
+                            "ms": 1000 * t,
+                            "x": base / t,
+                        }
+                    )
     return rows
+
+
+def _attention_variants(B: int, H: int, K: int, S: int, D: int, g: torch.Generator) -> dict:
+    """One decode query against an S-token cache: SDPA in fp32 and bf16, and bf16 as two matmuls."""
+    q32 = torch.randn(B, H, 1, D, generator=g)
+    k32, v32 = torch.randn(B, K, S, D, generator=g), torch.randn(B, K, S, D, generator=g)
+    q16, k16, v16 = q32.bfloat16(), k32.bfloat16(), v32.bfloat16()
+
+    def two_matmuls():
+        scores = q16.reshape(B, K, H // K, D) @ k16.transpose(-1, -2) * D**-0.5  # (B, K, H/K, S)
+        return (torch.softmax(scores, -1, dtype=torch.float32).to(torch.bfloat16) @ v16).view(B, H, 1, D)
+
+    return {
+        "SDPA fp32 (fp32 cache)": lambda: F.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True),
+        "SDPA bf16": lambda: F.scaled_dot_product_attention(q16, k16, v16, enable_gqa=True),
+        "two matmuls bf16": two_matmuls,
+    }
 
 
 @torch.inference_mode()
 def bench_attention(args) -> list[dict]:
     rows = []
     g = torch.Generator().manual_seed(0)
-    for (B, H, K, S, D) in [(1, 4, 2, 256, 64), (16, 4, 2, 256, 64), (1, 12, 4, 256, 64), (16, 12, 4, 256, 64)]:
-        q32 = torch.randn(B, H, 1, D, generator=g)
-        k32, v32 = torch.randn(B, K, S, D, generator=g), torch.randn(B, K, S, D, generator=g)
-        q16, k16, v16 = q32.bfloat16(), k32.bfloat16(), v32.bfloat16()
-
-        def two_matmuls():
-            scores = q16.reshape(B, K, H // K, D) @ k16.transpose(-1, -2) * D ** -0.5  # (B, K, H/K, S)
-            return (torch.softmax(scores, -1, dtype=torch.float32).to(torch.bfloat16) @ v16).view(B, H, 1, D)
-
-        variants = {
-            "SDPA fp32 (fp32 cache)": lambda: F.scaled_dot_product_attention(q32, k32, v32, enable_gqa=True),
-            "SDPA bf16": lambda: F.scaled_dot_product_attention(q16, k16, v16, enable_gqa=True),
-            "two matmuls bf16": two_matmuls,
-        }
+    for B, H, K, S, D in [(1, 4, 2, 256, 64), (16, 4, 2, 256, 64), (1, 12, 4, 256, 64), (16, 12, 4, 256, 64)]:
+        variants = _attention_variants(B, H, K, S, D, g)
         times = {name: _best(lambda f=f: [f() for _ in range(20)], args.repeats) / 20 for name, f in variants.items()}
         base = times["SDPA fp32 (fp32 cache)"]
         for name, t in times.items():
@@ -109,16 +126,33 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     only = set(args.only.split(","))
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}\n")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}\n"
+    )
     if "matmul" in only:
         print("### Matmuls of one decode step (x = speed-up over F.linear in the same dtype)\n")
-        print(table(bench_matmul(args), [("model", "weights", ""), ("dtype", "dtype", ""), ("rows", "rows", "d"),
-                                         ("kernel", "kernel", ""), ("ms", "ms per step", ".2f"), ("x", "x", ".2f")]))
+        print(
+            table(
+                bench_matmul(args),
+                [
+                    ("model", "weights", ""),
+                    ("dtype", "dtype", ""),
+                    ("rows", "rows", "d"),
+                    ("kernel", "kernel", ""),
+                    ("ms", "ms per step", ".2f"),
+                    ("x", "x", ".2f"),
+                ],
+            )
+        )
     if "attention" in only:
         print("### Decode attention (one query per row; x = time relative to SDPA fp32)\n")
-        print(table(bench_attention(args), [("shape", "shape", ""), ("variant", "variant", ""),
-                                            ("us", "us per call", ".0f"), ("x", "x", ".2f")]))
+        print(
+            table(
+                bench_attention(args),
+                [("shape", "shape", ""), ("variant", "variant", ""), ("us", "us per call", ".0f"), ("x", "x", ".2f")],
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -53,8 +53,13 @@ class Peer:
         from tokenizers import ByteLevelBPETokenizer
 
         self.tok = ByteLevelBPETokenizer(add_prefix_space=False)
-        self.tok.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=min_frequency,
-                                     special_tokens=SPECIAL_TOKENS, show_progress=False)
+        self.tok.train_from_iterator(
+            texts,
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            show_progress=False,
+        )
 
     def count(self, text: str) -> int:
         return len(self.tok.encode(text).ids)
@@ -65,7 +70,9 @@ class Peer:
 
 class Ours:
     def __init__(self, texts, vocab_size, min_frequency, cjk_run):
-        self.name = f"llmkit, CJK run {cjk_run if cjk_run else 'unlimited'}" + (" (default)" if cjk_run == CJK_RUN else "")
+        self.name = f"llmkit, CJK run {cjk_run if cjk_run else 'unlimited'}" + (
+            " (default)" if cjk_run == CJK_RUN else ""
+        )
         self.tok = Tokenizer.train(texts, vocab_size, min_frequency, show_progress=False, cjk_run=cjk_run)
 
     def count(self, text: str) -> int:
@@ -92,7 +99,9 @@ def measure(make, train_texts, evals, repeats):
         "en_bpt": len(evals["en"].encode()) / tok.count(evals["en"]),
         "zh_cpt": len(evals["zh"]) / tok.count(evals["zh"]),
         "poem_cpt": len(evals["poems"]) / tok.count(evals["poems"]),
-        "train_s": best, "s_per_mb": best / mb_train, "enc_mb_s": mb_eval / enc_s,
+        "train_s": best,
+        "s_per_mb": best / mb_train,
+        "enc_mb_s": mb_eval / enc_s,
     }
 
 
@@ -106,20 +115,28 @@ def main() -> None:
 
     train, evals = load_splits()
     mb = sum(len(t.encode()) for t in train) / 1e6
-    print(f"training text: {mb:.2f} MB in {len(train)} documents; held out: "
-          f"en {len(evals['en'].encode()) / 1e6:.2f} MB, zh {len(evals['zh']):,} chars "
-          f"(poems {len(evals['poems']):,} chars); vocab {args.vocab_size}; "
-          f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}\n")
+    print(
+        f"training text: {mb:.2f} MB in {len(train)} documents; held out: "
+        f"en {len(evals['en'].encode()) / 1e6:.2f} MB, zh {len(evals['zh']):,} chars "
+        f"(poems {len(evals['poems']):,} chars); vocab {args.vocab_size}; "
+        f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}\n"
+    )
     peer = measure(lambda: Peer(train, args.vocab_size, args.min_frequency), train, evals, args.repeats)
-    rows = [measure(lambda r=r: Ours(train, args.vocab_size, args.min_frequency, r), train, evals, args.repeats)
-            for r in (int(x) for x in args.runs.split(","))] + [peer]
-    print("| tokenizer | EN bytes/token | vs peer | ZH chars/token | vs peer | ZH poems chars/token | vs peer "
-          "| train s/MB | vs peer | encode MB/s |")
+    rows = [
+        measure(lambda r=r: Ours(train, args.vocab_size, args.min_frequency, r), train, evals, args.repeats)
+        for r in (int(x) for x in args.runs.split(","))
+    ] + [peer]
+    print(
+        "| tokenizer | EN bytes/token | vs peer | ZH chars/token | vs peer | ZH poems chars/token | vs peer "
+        "| train s/MB | vs peer | encode MB/s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['en_bpt']:.2f} | {r['en_bpt'] / peer['en_bpt']:.2f}x | {r['zh_cpt']:.2f} | "
-              f"{r['zh_cpt'] / peer['zh_cpt']:.2f}x | {r['poem_cpt']:.2f} | {r['poem_cpt'] / peer['poem_cpt']:.2f}x | "
-              f"{r['s_per_mb']:.2f} | {r['s_per_mb'] / peer['s_per_mb']:.2f}x | {r['enc_mb_s']:.1f} |")
+        print(
+            f"| {r['name']} | {r['en_bpt']:.2f} | {r['en_bpt'] / peer['en_bpt']:.2f}x | {r['zh_cpt']:.2f} | "
+            f"{r['zh_cpt'] / peer['zh_cpt']:.2f}x | {r['poem_cpt']:.2f} | {r['poem_cpt'] / peer['poem_cpt']:.2f}x | "
+            f"{r['s_per_mb']:.2f} | {r['s_per_mb'] / peer['s_per_mb']:.2f}x | {r['enc_mb_s']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

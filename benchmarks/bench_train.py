@@ -40,7 +40,8 @@ class Random:
 torch.manual_seed(0)
 model = Transformer(cfg.model)
 data = Random(2_000_000, cfg.model.vocab_size)
-task = PretrainTask(data, {}, cfg.train.seq_len, cfg.train.batch_size, torch.ones(cfg.model.vocab_size, dtype=torch.long))
+token_bytes = torch.ones(cfg.model.vocab_size, dtype=torch.long)
+task = PretrainTask(data, {}, cfg.train.seq_len, cfg.train.batch_size, token_bytes)
 trainer = Trainer(model, task, cfg.train, tempfile.mkdtemp())
 for _ in range(2):  # warm-up (and compilation)
     trainer.train_step()
@@ -56,8 +57,11 @@ print(json.dumps({"tokens_per_s": tps, "mfu": tps * model.flops_per_token(cfg.tr
 
 
 def run(preset: str, dtype: str, compile_: bool, steps: int) -> dict:
-    r = subprocess.run([sys.executable, "-c", WORKER, preset, dtype, "1" if compile_ else "0", str(steps)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-c", WORKER, preset, dtype, "1" if compile_ else "0", str(steps)],
+        capture_output=True,
+        text=True,
+    )
     if r.returncode != 0:
         return {"error": r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "failed"}
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -82,9 +86,12 @@ def main() -> None:
                 print(f"| {preset} | | {dtype} | {'on' if comp else 'off'} | failed: {r['error'][:60]} | | | | |")
                 continue
             base = base or r["tokens_per_s"]
-            print(f"| {preset} | {r['params_m']:.1f}M | {dtype} | {'on' if comp else 'off'} | "
-                  f"{r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base:.2f}x | {100 * r['mfu']:.1f}% | "
-                  f"{r['peak_gflops']:.0f} GFLOP/s | {r['rss_gib']:.2f} GiB |", flush=True)
+            print(
+                f"| {preset} | {r['params_m']:.1f}M | {dtype} | {'on' if comp else 'off'} | "
+                f"{r['tokens_per_s']:,.0f} | {r['tokens_per_s'] / base:.2f}x | {100 * r['mfu']:.1f}% | "
+                f"{r['peak_gflops']:.0f} GFLOP/s | {r['rss_gib']:.2f} GiB |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

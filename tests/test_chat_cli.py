@@ -25,10 +25,12 @@ def tokenizer():
 
 def _ckpt(root, tokenizer, stage, context=128):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      max_position_embeddings=context)
-    return save_checkpoint(root / f"{stage}-{context}", Transformer(cfg), tokenizer=tokenizer,
-                           extra_config={"llmkit_stage": stage})
+    cfg = ModelConfig(
+        vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=context
+    )
+    return save_checkpoint(
+        root / f"{stage}-{context}", Transformer(cfg), tokenizer=tokenizer, extra_config={"llmkit_stage": stage}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +44,7 @@ def sft(tmp_path_factory, tokenizer):
 
 
 def chat(monkeypatch, capsys, ckpt, lines, *flags):
-    monkeypatch.setattr("sys.stdin", io.StringIO("".join(l + "\n" for l in lines)))
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(line + "\n" for line in lines)))
     rc = main(["chat", str(ckpt), "--max-new-tokens", "12", *flags])
     out = capsys.readouterr()
     return rc, out.out, out.err
@@ -57,8 +59,14 @@ def test_base_model_continues_plainly_and_says_so(monkeypatch, capsys, base):
 
 def test_chat_model_keeps_history_in_the_template(monkeypatch, capsys, sft, tmp_path):
     save = tmp_path / "conv.json"
-    rc, out, _ = chat(monkeypatch, capsys, sft, ["/system You are terse.", "hello", "and again",
-                                                 f"/save {save}", "/quit"], "--temperature", "0")
+    rc, out, _ = chat(
+        monkeypatch,
+        capsys,
+        sft,
+        ["/system You are terse.", "hello", "and again", f"/save {save}", "/quit"],
+        "--temperature",
+        "0",
+    )
     assert rc == 0 and "chat model" in out and "base model" not in out
     saved = json.loads(save.read_text())
     assert saved["mode"] == "chat" and saved["system"] == "You are terse."
@@ -81,13 +89,19 @@ def test_each_turn_reuses_the_previous_turns_cache(sft):
     fresh = llmkit.load(sft, device="cpu", inference_only=True)
     again = ChatSession(fresh, SamplingParams(temperature=0, max_new_tokens=12), system="You are terse.")
     fresh.engine.prefixes.capacity = 0
-    assert ["".join(again.respond("But soft, what light through yonder window breaks?")),
-            "".join(again.respond("床前明月光"))] == [first, second]
+    assert [
+        "".join(again.respond("But soft, what light through yonder window breaks?")),
+        "".join(again.respond("床前明月光")),
+    ] == [first, second]
 
 
 def test_params_and_reset(monkeypatch, capsys, sft):
-    rc, out, _ = chat(monkeypatch, capsys, sft, ["/params temperature=0.2 top-p=0.9", "/params top_p=7",
-                                                 "/params nonsense=1", "hi", "/reset", "/quit"])
+    _rc, out, _ = chat(
+        monkeypatch,
+        capsys,
+        sft,
+        ["/params temperature=0.2 top-p=0.9", "/params top_p=7", "/params nonsense=1", "hi", "/reset", "/quit"],
+    )
     assert "temperature=0.2" in out and "top_p=0.9" in out
     assert "error: top_p=7" in out and "unknown option 'nonsense'" in out
     assert "(conversation cleared)" in out
@@ -102,7 +116,7 @@ def test_oldest_turns_are_dropped_when_the_context_fills(monkeypatch, capsys, to
 
 def test_base_model_drops_oldest_text_when_full(monkeypatch, capsys, tokenizer, tmp_path):
     small = _ckpt(tmp_path, tokenizer, "base", context=64)
-    rc, out, _ = chat(monkeypatch, capsys, small, ["ROMEO: " * 20, "JULIET: " * 20, "/quit"])
+    _rc, out, _ = chat(monkeypatch, capsys, small, ["ROMEO: " * 20, "JULIET: " * 20, "/quit"])
     assert "(context full: dropped the oldest" in out
 
 
@@ -118,8 +132,7 @@ def test_ctrl_c_stops_the_reply_but_not_the_program(monkeypatch, capsys, sft):
             yield out
 
     monkeypatch.setattr(Engine, "stream", interrupted_once)
-    rc, out, _ = chat(monkeypatch, capsys, sft, ["first", "second", "/params", "/quit"],
-                      "--ignore-eos")
+    rc, out, _ = chat(monkeypatch, capsys, sft, ["first", "second", "/params", "/quit"], "--ignore-eos")
     assert rc == 0 and "[stopped]" in out
     assert len(calls) == 2 and "max_new_tokens=12" in out  # went on to the next turn and command
 
@@ -136,9 +149,28 @@ def test_generate_jsonl_in_and_out(capsys, base, tmp_path):
     src = tmp_path / "prompts.jsonl"
     src.write_text('{"prompt": "ROMEO:", "id": 7}\n\n{"prompt": "床前明月光", "id": 8}\n', encoding="utf-8")
     out = tmp_path / "out.jsonl"
-    assert main(["generate", str(base), "--input", str(src), "--output", str(out), "--max-new-tokens", "6",
-                 "--n", "2", "--seed", "1", "--logprobs", "2"]) == 0
-    rows = [json.loads(l) for l in out.read_text(encoding="utf-8").splitlines()]
+    assert (
+        main(
+            [
+                "generate",
+                str(base),
+                "--input",
+                str(src),
+                "--output",
+                str(out),
+                "--max-new-tokens",
+                "6",
+                "--n",
+                "2",
+                "--seed",
+                "1",
+                "--logprobs",
+                "2",
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == [7, 8]
     assert all(len(r["completions"]) == 2 for r in rows)
     c = rows[0]["completions"][0]
@@ -171,13 +203,14 @@ def test_generate_bad_input_is_one_line(capsys, base, tmp_path):
 
 
 def test_sample_is_the_engine(capsys, base):
-    assert main(["sample", str(base), "--prompt", "ROMEO:", "--num-samples", "2", "--max-new-tokens", "8",
-                 "--seed", "3"]) == 0
+    assert (
+        main(["sample", str(base), "--prompt", "ROMEO:", "--num-samples", "2", "--max-new-tokens", "8", "--seed", "3"])
+        == 0
+    )
     out = capsys.readouterr().out
     import llmkit
 
-    texts = llmkit.load(base, device="cpu").generate("ROMEO:", max_new_tokens=8, temperature=0.8, top_k=50,
-                                                       seed=3, n=2)
+    texts = llmkit.load(base, device="cpu").generate("ROMEO:", max_new_tokens=8, temperature=0.8, top_k=50, seed=3, n=2)
     for t in texts:
         assert "ROMEO:" + t in out
 
@@ -195,8 +228,21 @@ def test_ctrl_c_in_a_real_terminal_stops_the_reply_and_the_session_goes_on(token
     pid, fd = pty.fork()
     if pid == 0:  # the child: the CLI, with a reply long enough to be interrupted
         # --min-new-tokens keeps the random model from ending its turn early by chance
-        os.execvp(sys.executable, [sys.executable, "-m", "llmkit.cli", "chat", str(ckpt), "--max-new-tokens",
-                                   "19000", "--min-new-tokens", "19000", "--ignore-eos"])
+        os.execvp(
+            sys.executable,
+            [
+                sys.executable,
+                "-m",
+                "llmkit.cli",
+                "chat",
+                str(ckpt),
+                "--max-new-tokens",
+                "19000",
+                "--min-new-tokens",
+                "19000",
+                "--ignore-eos",
+            ],
+        )
     seen = b""
 
     def wait_for(marker: bytes, after: int = 0, timeout: float = 60.0) -> None:

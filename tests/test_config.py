@@ -13,44 +13,52 @@ from llmkit.model.transformer import Transformer
 
 def test_presets_resolve_and_overrides_apply():
     assert {"cpu-micro", "cpu-tiny", "cpu-small", "gpu-125m", "gpu-1b"} <= set(list_presets())
-    cfg = resolve("cpu-tiny", ["train.max_steps=7", "train.lr=1e-3", "data.sources=[a.txt, b.jsonl]",
-                               "model.tie_word_embeddings=false"])
+    cfg = resolve(
+        "cpu-tiny",
+        ["train.max_steps=7", "train.lr=1e-3", "data.sources=[a.txt, b.jsonl]", "model.tie_word_embeddings=false"],
+    )
     assert cfg.train.max_steps == 7 and cfg.train.lr == 1e-3
     assert cfg.data.sources == ["a.txt", "b.jsonl"]
     assert cfg.model.tie_word_embeddings is False
 
 
-@pytest.mark.parametrize("overrides,match", [
-    (["train.max_stepz=3"], "unknown field 'max_stepz'"),
-    (["modle.hidden_size=3"], "unknown field 'modle'"),
-    (["model.hidden_size=100", "model.num_attention_heads=3"], "not divisible by model.num_attention_heads"),
-    (["model.num_key_value_heads=3"], "num_key_value_heads"),
-    (["train.max_steps=abc"], "train.max_steps must be int"),
-    (["train.optimizer=sgd"], "train.optimizer"),
-    (["train.max_steps"], "section.field=value"),
-    (["train.batch_size=0"], "train.batch_size must be positive"),
-])
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["train.max_stepz=3"], "unknown field 'max_stepz'"),
+        (["modle.hidden_size=3"], "unknown field 'modle'"),
+        (["model.hidden_size=100", "model.num_attention_heads=3"], "not divisible by model.num_attention_heads"),
+        (["model.num_key_value_heads=3"], "num_key_value_heads"),
+        (["train.max_steps=abc"], "train.max_steps must be int"),
+        (["train.optimizer=sgd"], "train.optimizer"),
+        (["train.max_steps"], "section.field=value"),
+        (["train.batch_size=0"], "train.batch_size must be positive"),
+    ],
+)
 def test_bad_overrides_are_clear_errors(overrides, match):
     with pytest.raises(ConfigError, match=match):
         resolve("cpu-micro", overrides)
 
 
 def test_unknown_preset_and_bad_yaml(tmp_path):
-    with pytest.raises(ConfigError, match="unknown preset 'nope'; choose one of"):
+    with pytest.raises(ConfigError, match=r"unknown preset 'nope'; choose one of"):
         resolve("nope")
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  hidden_size: [1\n")
-    with pytest.raises(ConfigError, match="bad.yaml:.*not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml:.*not valid YAML"):
         resolve(str(bad))
     wrong = tmp_path / "wrong.yaml"
     wrong.write_text("model:\n  hiddn_size: 4\n")
-    with pytest.raises(ConfigError, match="model: unknown field 'hiddn_size'"):
+    with pytest.raises(ConfigError, match=r"model: unknown field 'hiddn_size'"):
         resolve(str(wrong))
 
 
 def test_cli_prints_one_line_and_exits_2():
-    r = subprocess.run([sys.executable, "-m", "llmkit.cli", "pretrain", "--preset", "cpu-micro",
-                        "model.num_attention_heads=5"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "llmkit.cli", "pretrain", "--preset", "cpu-micro", "model.num_attention_heads=5"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
@@ -63,8 +71,10 @@ def test_help_explains_every_config_field():
         assert name in r.stdout
 
 
-@pytest.mark.parametrize("preset,max_params,max_gib", [("gpu-125m", 150e6, 80), ("gpu-1b", 1.3e9, 80),
-                                                        ("cpu-small", 40e6, 8), ("cpu-tiny", 10e6, 4)])
+@pytest.mark.parametrize(
+    "preset,max_params,max_gib",
+    [("gpu-125m", 150e6, 80), ("gpu-1b", 1.3e9, 80), ("cpu-small", 40e6, 8), ("cpu-tiny", 10e6, 4)],
+)
 def test_presets_build_with_expected_size_and_fit_in_memory(preset, max_params, max_gib):
     """Shape check on the meta device (no memory used) and a training-memory estimate:
     fp32 weights + grads + AdamW (16 B/param) + bf16 activations with per-layer recompute off."""
@@ -82,8 +92,12 @@ def test_presets_build_with_expected_size_and_fit_in_memory(preset, max_params, 
 
 
 def test_model_config_hf_round_trip():
-    cfg = ModelConfig(hidden_size=128, num_attention_heads=4, num_key_value_heads=2,
-                      rope_scaling={"rope_type": "linear", "factor": 2.0})
+    cfg = ModelConfig(
+        hidden_size=128,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_scaling={"rope_type": "linear", "factor": 2.0},
+    )
     back = ModelConfig.from_hf_dict(cfg.to_hf_dict())
     assert back == cfg
 
@@ -99,7 +113,7 @@ def test_every_cli_option_has_help():
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction):
                 for name, sub in action.choices.items():
-                    walk(sub, path + [name])
+                    walk(sub, [*path, name])
             elif not action.help and action.dest != "help":
                 missing.append(f"{' '.join(path)} {action.option_strings or action.dest}")
 

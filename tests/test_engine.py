@@ -20,8 +20,15 @@ TEXT = "Hello world, this is a test of the engine. 你好，世界！床前明�
 def tiny_config(vocab=320, **kw):
     # initializer_range 0.1 makes a random model's logits peaked enough that greedy decoding is
     # not decided by rounding noise.
-    kw = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-          "max_position_embeddings": 160, "initializer_range": 0.1, **kw}
+    kw = {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 160,
+        "initializer_range": 0.1,
+        **kw,
+    }
     return ModelConfig(vocab_size=vocab, **kw)
 
 
@@ -56,8 +63,9 @@ class ScriptedLM(nn.Module):
 
     def __init__(self, script: list[int], prompt_len: int, vocab: int):
         super().__init__()
-        self.config = ModelConfig(vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
-                                  max_position_embeddings=256)
+        self.config = ModelConfig(
+            vocab_size=vocab, hidden_size=8, num_hidden_layers=1, num_attention_heads=1, max_position_embeddings=256
+        )
         self.script, self.prompt_len = script, prompt_len
         self.lm_head = nn.Linear(vocab, vocab, bias=False)
         self.lm_head.weight.data = torch.eye(vocab) * 10
@@ -82,11 +90,11 @@ def greedy(**kw):
 
 # ------------------------------------------------------------------ parity with transformers
 def test_greedy_equals_transformers_token_for_token(engine, hf_model):
-    prompts = [[1, 50, 60, 70], [1] + list(range(100, 140)), [1, 7]]
+    prompts = [[1, 50, 60, 70], [1, *list(range(100, 140))], [1, 7]]
     ours = engine.generate(prompts, greedy(max_new_tokens=80, min_new_tokens=80))
-    for p, (c,) in zip(prompts, ours):
+    for p, (c,) in zip(prompts, ours, strict=True):
         ref = hf_model.generate(torch.tensor([p]), max_new_tokens=80, do_sample=False, min_new_tokens=80)
-        assert c.token_ids == ref[0, len(p):].tolist()
+        assert c.token_ids == ref[0, len(p) :].tolist()
         assert len(c.token_ids) == 80
 
 
@@ -95,35 +103,53 @@ def test_greedy_stops_at_eos_like_transformers(engine, hf_model):
     p = [1, 20, 30]
     ours = engine.generate([p], greedy(max_new_tokens=64, logit_bias={2: 4.0}))[0][0]
     ref = hf_model.generate(torch.tensor([p]), max_new_tokens=64, do_sample=False, sequence_bias={(2,): 4.0})
-    assert ours.token_ids == ref[0, len(p):].tolist()
+    assert ours.token_ids == ref[0, len(p) :].tolist()
     assert ours.finish_reason == "stop" and ours.token_ids[-1] == 2
 
 
-@pytest.mark.parametrize("length_penalty,early_stopping,eos_bias", [
-    (1.0, False, 0.0), (0.5, True, 3.0), (2.0, False, 3.0), (1.0, True, 3.5)])
+@pytest.mark.parametrize(
+    "length_penalty,early_stopping,eos_bias", [(1.0, False, 0.0), (0.5, True, 3.0), (2.0, False, 3.0), (1.0, True, 3.5)]
+)
 def test_beam_search_equals_transformers(engine, hf_model, length_penalty, early_stopping, eos_bias):
-    for p in ([1, 50, 60, 70], [1] + list(range(100, 120))):
-        ours = engine.beam_search(p, SamplingParams(max_new_tokens=24, temperature=0, num_beams=4, n=4,
-                                                    length_penalty=length_penalty, early_stopping=early_stopping,
-                                                    logit_bias={2: eos_bias} if eos_bias else None))
-        ref = hf_model.generate(torch.tensor([p]), max_new_tokens=24, do_sample=False, num_beams=4,
-                                num_return_sequences=4, length_penalty=length_penalty,
-                                early_stopping=early_stopping, output_scores=True, return_dict_in_generate=True,
-                                sequence_bias={(2,): eos_bias} if eos_bias else None)
-        for c, seq, score in zip(ours, ref.sequences, ref.sequences_scores):
-            gen = seq[len(p):].tolist()
-            assert c.token_ids == gen[:len(c.token_ids)]
+    for p in ([1, 50, 60, 70], [1, *list(range(100, 120))]):
+        ours = engine.beam_search(
+            p,
+            SamplingParams(
+                max_new_tokens=24,
+                temperature=0,
+                num_beams=4,
+                n=4,
+                length_penalty=length_penalty,
+                early_stopping=early_stopping,
+                logit_bias={2: eos_bias} if eos_bias else None,
+            ),
+        )
+        ref = hf_model.generate(
+            torch.tensor([p]),
+            max_new_tokens=24,
+            do_sample=False,
+            num_beams=4,
+            num_return_sequences=4,
+            length_penalty=length_penalty,
+            early_stopping=early_stopping,
+            output_scores=True,
+            return_dict_in_generate=True,
+            sequence_bias={(2,): eos_bias} if eos_bias else None,
+        )
+        for c, seq, score in zip(ours, ref.sequences, ref.sequences_scores, strict=True):
+            gen = seq[len(p) :].tolist()
+            assert c.token_ids == gen[: len(c.token_ids)]
             # transformers pads shorter beams (with EOS when pad_token_id is 0)
-            assert all(t in (0, 2) for t in gen[len(c.token_ids):])
+            assert all(t in (0, 2) for t in gen[len(c.token_ids) :])
             assert c.score == pytest.approx(score.item(), abs=1e-4)
 
 
 # ------------------------------------------------------------------ batching and the step API
 def test_batched_equals_one_by_one_for_very_different_lengths(engine):
-    prompts = [[1, 9], [1] + list(range(30, 130)), [1, 5, 6, 7, 8, 9, 10], [1] * 40]
+    prompts = [[1, 9], [1, *list(range(30, 130))], [1, 5, 6, 7, 8, 9, 10], [1] * 40]
     params = greedy(max_new_tokens=40, ignore_eos=True)
     batched = engine.generate(prompts, params)
-    for p, (c,) in zip(prompts, batched):
+    for p, (c,) in zip(prompts, batched, strict=True):
         assert engine.generate([p], params)[0][0].token_ids == c.token_ids
 
 
@@ -170,7 +196,7 @@ def test_a_prompt_continuing_a_finished_sequence_reuses_its_cache(ckpt, tokenize
     and the result equals a full prefill."""
     remembering = Engine(load_model(ckpt), tokenizer, prefix_cache=4)
     params = greedy(max_new_tokens=20, ignore_eos=True)
-    first = [1] + list(range(40, 70))
+    first = [1, *list(range(40, 70))]
     reply = remembering.generate([first], params)[0][0].token_ids
     assert remembering.prefixes.reused_tokens == 0
     turn2 = first + reply + [5, 6, 7, 8]
@@ -179,7 +205,7 @@ def test_a_prompt_continuing_a_finished_sequence_reuses_its_cache(ckpt, tokenize
     assert out == engine.generate([turn2], params)[0][0].token_ids  # engine: no prefix cache
     # a prompt sharing only a few tokens is prefilled in full; one sharing none too
     before = remembering.prefixes.reused_tokens
-    remembering.generate([[1] + list(range(40, 50)), [1, 2, 3]], params)
+    remembering.generate([[1, *list(range(40, 50))], [1, 2, 3]], params)
     assert remembering.prefixes.reused_tokens == before
     # a prompt that shares a long part (then diverges) reuses that part; batch-mates prefill normally
     forked = first + [9] * 10
@@ -224,17 +250,17 @@ def script_engine(tokenizer, text: str, prompt="Hi", bytewise=False):
     else:
         ids = tokenizer.encode(text)
     prompt_ids = tokenizer.encode(prompt, bos=True)
-    model = ScriptedLM(ids + [tokenizer.eos_id], len(prompt_ids), tokenizer.vocab_size)
+    model = ScriptedLM([*ids, tokenizer.eos_id], len(prompt_ids), tokenizer.vocab_size)
     return Engine(model, tokenizer), ids
 
 
 @pytest.mark.parametrize("stop", ["world, th", "d, t", "o w", "！", "好，世", "😀", "is a test of"])
 def test_stop_strings_straddling_tokens_stop_and_are_not_emitted(tokenizer, stop):
     text = "Hello world, this is a test of the engine. 你好，世界！😀 more text"
-    eng, ids = script_engine(tokenizer, text)
+    eng, _ids = script_engine(tokenizer, text)
     params = greedy(max_new_tokens=60, stop=[stop, "never appears"])
     (c,) = eng.generate(["Hi"], params)[0]
-    assert c.text == text[:text.index(stop)]
+    assert c.text == text[: text.index(stop)]
     assert c.finish_reason == "stop"
     deltas = [o.text for o in eng.stream("Hi", params)]
     assert "".join(deltas) == c.text and stop not in "".join(deltas)
@@ -242,7 +268,7 @@ def test_stop_strings_straddling_tokens_stop_and_are_not_emitted(tokenizer, stop
 
 def test_stream_concatenates_to_the_final_text_and_never_breaks_characters(tokenizer):
     text = "你好😀世界🎉 ok é"
-    eng, ids = script_engine(tokenizer, text, bytewise=True)  # every multi-byte char spans tokens
+    eng, _ids = script_engine(tokenizer, text, bytewise=True)  # every multi-byte char spans tokens
     deltas = [o.text for o in eng.stream("Hi", greedy(max_new_tokens=100))]
     assert "".join(deltas) == text
     assert all("\ufffd" not in d for d in deltas)
@@ -252,7 +278,7 @@ def test_stream_concatenates_to_the_final_text_and_never_breaks_characters(token
 
 
 def test_cut_off_mid_character_ends_in_a_replacement_like_decode(tokenizer):
-    eng, ids = script_engine(tokenizer, "你好", bytewise=True)
+    eng, _ids = script_engine(tokenizer, "你好", bytewise=True)
     (c,) = eng.generate(["Hi"], greedy(max_new_tokens=4))[0]  # 3 bytes of 你, 1 of 好
     assert c.text == tokenizer.decode(c.token_ids) == "你\ufffd"
     assert "".join(o.text for o in eng.stream("Hi", greedy(max_new_tokens=4))) == c.text
@@ -280,17 +306,20 @@ def test_loaded_model_generate_stream_chat(ckpt):
 
 
 # ------------------------------------------------------------------ errors
-@pytest.mark.parametrize("prompt,kw,match", [
-    ("", {}, "empty prompt"),
-    ([], {}, "empty prompt"),
-    ("Hello " * 400, {}, "context is 160"),
-    ("Hello", {"temperature": -1}, "temperature"),
-    ("Hello", {"top_p": 0}, "top_p"),
-    ("Hello", {"top_k": -3}, "top_k"),
-    ("Hello", {"num_beams": 3, "top_p": 0.5}, "num_beams=3 with sampling"),
-    ("Hello", {"tempreature": 0.5}, "unknown decoding option 'tempreature'"),
-    ([1, 5000], {}, "outside the vocabulary"),
-])
+@pytest.mark.parametrize(
+    "prompt,kw,match",
+    [
+        ("", {}, "empty prompt"),
+        ([], {}, "empty prompt"),
+        ("Hello " * 400, {}, "context is 160"),
+        ("Hello", {"temperature": -1}, "temperature"),
+        ("Hello", {"top_p": 0}, "top_p"),
+        ("Hello", {"top_k": -3}, "top_k"),
+        ("Hello", {"num_beams": 3, "top_p": 0.5}, "num_beams=3 with sampling"),
+        ("Hello", {"tempreature": 0.5}, "unknown decoding option 'tempreature'"),
+        ([1, 5000], {}, "outside the vocabulary"),
+    ],
+)
 def test_bad_input_is_a_one_line_error(ckpt, prompt, kw, match):
     lm = llmkit.load(ckpt, device="cpu")
     with pytest.raises(LLMKitError, match=match) as e:
@@ -300,6 +329,7 @@ def test_bad_input_is_a_one_line_error(ckpt, prompt, kw, match):
 
 def test_long_prompt_is_left_truncated_when_asked(ckpt):
     lm = llmkit.load(ckpt, device="cpu")
-    out = lm.generate("Hello " * 400, max_new_tokens=20, temperature=0, truncate_prompt=True, return_ids=True,
-                      ignore_eos=True)
+    out = lm.generate(
+        "Hello " * 400, max_new_tokens=20, temperature=0, truncate_prompt=True, return_ids=True, ignore_eos=True
+    )
     assert out.prompt_tokens == 160 - 20 and len(out.token_ids) == 20

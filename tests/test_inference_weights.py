@@ -22,8 +22,16 @@ TEXT = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过
 
 
 def config(**kw):
-    kw = {"vocab_size": 320, "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
-          "num_key_value_heads": 2, "max_position_embeddings": 128, "initializer_range": 0.1, **kw}
+    kw = {
+        "vocab_size": 320,
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 128,
+        "initializer_range": 0.1,
+        **kw,
+    }
     return ModelConfig(**kw)
 
 
@@ -59,7 +67,7 @@ def test_fused_weights_are_views_and_packed_copies_follow_training(ckpt):
     attn = model.model.layers[0].self_attn
     fused = attn.fast["qkv"].weight
     assert attn.q_proj.weight.data_ptr() == fused.data_ptr()  # a row view, not a copy
-    assert attn.k_proj.weight.data_ptr() == fused[attn.q_proj.out_features:].data_ptr()
+    assert attn.k_proj.weight.data_ptr() == fused[attn.q_proj.out_features :].data_ptr()
     ids = torch.randint(0, 320, (2, 9))
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     model(ids).float().pow(2).mean().backward()
@@ -75,8 +83,10 @@ def test_inference_only_holds_weights_once_and_refuses_to_train(ckpt):
     full = llmkit.load(ckpt, device="cpu")
     lean = llmkit.load(ckpt, device="cpu", inference_only=True)
     params = SamplingParams(temperature=0, max_new_tokens=20)
-    assert lean.engine.generate(["The quick"], params)[0][0].token_ids == \
-        full.engine.generate(["The quick"], params)[0][0].token_ids
+    assert (
+        lean.engine.generate(["The quick"], params)[0][0].token_ids
+        == full.engine.generate(["The quick"], params)[0][0].token_ids
+    )
     released = [n for n, p in lean.model.named_parameters() if p.numel() == 0]
     assert any("q_proj" in n for n in released) and any("lm_head" in n for n in released)
     assert not any("embed_tokens" in n or "norm" in n for n in released)
@@ -98,7 +108,7 @@ def test_bf16_generation_stays_close_to_fp32(ckpt):
     out32 = [c[0].token_ids for c in eng32.generate(prompts, params)]
     out16 = [c[0].token_ids for c in eng16.generate(prompts, params)]
     # bf16 rounding may flip a near-tie, after which the continuations diverge; they start the same
-    assert all(x[:3] == y[:3] for x, y in zip(out32, out16))
+    assert all(x[:3] == y[:3] for x, y in zip(out32, out16, strict=True))
     # batched bf16 equals one by one (the engine's own invariant holds in every dtype)
     assert out16 == [eng16.generate([p], params)[0][0].token_ids for p in prompts]
 
@@ -134,8 +144,23 @@ def test_dtype_auto_follows_the_hardware():
 def test_dtype_flag_reaches_the_cli(ckpt, capsys):
     outs = {}
     for dtype in ("float32", "bfloat16"):
-        assert main(["generate", str(ckpt), "--prompt", "The quick", "--max-new-tokens", "6",
-                     "--temperature", "0", "--dtype", dtype]) == 0
+        assert (
+            main(
+                [
+                    "generate",
+                    str(ckpt),
+                    "--prompt",
+                    "The quick",
+                    "--max-new-tokens",
+                    "6",
+                    "--temperature",
+                    "0",
+                    "--dtype",
+                    dtype,
+                ]
+            )
+            == 0
+        )
         outs[dtype] = capsys.readouterr().out
     assert all(o.startswith("The quick") for o in outs.values())
     with pytest.raises(SystemExit) as e:

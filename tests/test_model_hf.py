@@ -13,8 +13,16 @@ from llmkit.model.transformer import Transformer
 
 
 def tiny(tie=True, kv=4, **kw):
-    return ModelConfig(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                       num_key_value_heads=kv, tie_word_embeddings=tie, max_position_embeddings=64, **kw)
+    return ModelConfig(
+        vocab_size=320,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=kv,
+        tie_word_embeddings=tie,
+        max_position_embeddings=64,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("tie,kv", [(True, 4), (False, 4), (True, 2), (False, 1)])
@@ -48,8 +56,15 @@ def test_qwen2_variant_round_trips(tmp_path):
 
 
 def test_we_load_a_checkpoint_written_by_transformers(tmp_path):
-    cfg = transformers.LlamaConfig(vocab_size=200, hidden_size=32, intermediate_size=80, num_hidden_layers=2,
-                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    cfg = transformers.LlamaConfig(
+        vocab_size=200,
+        hidden_size=32,
+        intermediate_size=80,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(1)
     hf = transformers.LlamaForCausalLM(cfg).eval()
     hf.save_pretrained(tmp_path / "hf")
@@ -64,8 +79,11 @@ def test_pipeline_text_generation(tmp_path):
 
     tok = Tokenizer.train(["Hello world, this is a test. 你好，世界！ " * 50], vocab_size=300, show_progress=False)
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                    max_position_embeddings=64))
+    model = Transformer(
+        ModelConfig(
+            vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64
+        )
+    )
     save_checkpoint(tmp_path / "ckpt", model, tokenizer=tok)
     pipe = transformers.pipeline("text-generation", model=str(tmp_path / "ckpt"), device="cpu")
     out = pipe("Hello", max_new_tokens=8, do_sample=False)
@@ -76,9 +94,9 @@ def test_incomplete_checkpoint_is_a_clear_error(tmp_path):
     model = Transformer(tiny())
     save_checkpoint(tmp_path / "c", model)
     (tmp_path / "c" / "model.safetensors").unlink()
-    with pytest.raises(CheckpointError, match="missing model.safetensors"):
+    with pytest.raises(CheckpointError, match=r"missing model.safetensors"):
         load_model(tmp_path / "c")
-    with pytest.raises(CheckpointError, match="not found"):
+    with pytest.raises(CheckpointError, match=r"not found"):
         check_checkpoint(tmp_path / "nope")
 
 
@@ -88,18 +106,18 @@ def test_incompatible_version_and_corrupt_files(tmp_path):
     cfg = json.loads((tmp_path / "c" / "config.json").read_text())
     cfg["llmkit_format_version"] = 99
     (tmp_path / "c" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="newer than this llmkit"):
+    with pytest.raises(CheckpointError, match=r"newer than this llmkit"):
         load_model(tmp_path / "c")
     cfg["llmkit_format_version"] = 1
     cfg["hidden_size"] = 128
     (tmp_path / "c" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(CheckpointError, match="do not match config.json"):
+    with pytest.raises(CheckpointError, match=r"do not match config.json"):
         load_model(tmp_path / "c")
     (tmp_path / "c" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match=r"corrupt"):
         load_model(tmp_path / "c")
     (tmp_path / "c" / "config.json").write_text("{not json")
-    with pytest.raises(CheckpointError, match="not valid JSON"):
+    with pytest.raises(CheckpointError, match=r"not valid JSON"):
         load_model(tmp_path / "c")
 
 

@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -11,13 +10,14 @@ import llmkit
 
 
 def cli(*args, cwd=None, timeout=600):
-    return subprocess.run([sys.executable, "-m", "llmkit.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "llmkit.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
 
 
 def one_line_error(r, *needles):
     assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
-    lines = [l for l in r.stderr.strip().splitlines() if l.startswith("error: ")]
+    lines = [line for line in r.stderr.strip().splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-2000:]
     for n in needles:
         assert n in lines[0], lines[0]
@@ -34,15 +34,24 @@ def micro_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cpu_micro_speedrun_end_to_end(micro_run):
-    run_dir, r = micro_run
-    for rel in ("config.yaml", "tokenizer/tokenizer.json", "data/train/index.json", "data/stats.json",
-                "base/config.json", "base/model.safetensors", "base/metrics.jsonl", "base/loss.png",
-                "base/samples.json", "report.md"):
+    run_dir, _r = micro_run
+    for rel in (
+        "config.yaml",
+        "tokenizer/tokenizer.json",
+        "data/train/index.json",
+        "data/stats.json",
+        "base/config.json",
+        "base/model.safetensors",
+        "base/metrics.jsonl",
+        "base/loss.png",
+        "base/samples.json",
+        "report.md",
+    ):
         assert (run_dir / rel).exists(), rel
     report = (run_dir / "report.md").read_text()
     for needle in ("val_bpb", "tokens/s", "Romeo.", "loss.png"):
         assert needle in report
-    rows = [json.loads(l) for l in (run_dir / "base" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run_dir / "base" / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in rows if "loss" in x]
     assert losses[-1] < losses[0]
     lm = llmkit.load(run_dir / "base", device="cpu")
@@ -87,8 +96,15 @@ def test_corpus_smaller_than_one_sequence(tmp_path):
     d.mkdir()
     for i in range(4):
         (d / f"{i}.txt").write_text(f"短文{i}. A tiny doc {i}.")
-    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", tmp_path / "r", f"data.sources=[{d}]",
-            "tokenizer.vocab_size=300")
+    r = cli(
+        "pretrain",
+        "--preset",
+        "cpu-micro",
+        "--run-dir",
+        tmp_path / "r",
+        f"data.sources=[{d}]",
+        "tokenizer.vocab_size=300",
+    )
     one_line_error(r, "fewer than one sequence", "train.seq_len")
 
 
@@ -102,8 +118,15 @@ def test_jsonl_without_text_field(tmp_path):
 def test_vocab_too_small(tmp_path):
     d = tmp_path / "t.txt"
     d.write_text("hello world 你好 " * 1000)
-    r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", tmp_path / "r", f"data.sources=[{d}]",
-            "tokenizer.vocab_size=100")
+    r = cli(
+        "pretrain",
+        "--preset",
+        "cpu-micro",
+        "--run-dir",
+        tmp_path / "r",
+        f"data.sources=[{d}]",
+        "tokenizer.vocab_size=100",
+    )
     one_line_error(r, "tokenizer.vocab_size")
 
 
@@ -115,7 +138,9 @@ def test_sample_on_incomplete_checkpoint(tmp_path):
 
 
 def _corpus_lines(n=400):
-    return [f"Line {i}: the quick brown fox jumps over the lazy dog. 第{i}行：春眠不觉晓，处处闻啼鸟。" for i in range(n)]
+    return [
+        f"Line {i}: the quick brown fox jumps over the lazy dog. 第{i}行：春眠不觉晓，处处闻啼鸟。" for i in range(n)
+    ]
 
 
 def test_malformed_jsonl_lines_are_skipped_and_counted_or_fatal_with_strict(tmp_path):
@@ -124,8 +149,15 @@ def test_malformed_jsonl_lines_are_skipped_and_counted_or_fatal_with_strict(tmp_
     lines[6] = "{not json"
     lines[20] = "[1, 2]"
     p.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    common = ["--preset", "cpu-micro", f"data.sources=[{p}]", "data.max_documents=0", "train.max_steps=2", "train.seq_len=32",
-              "tokenizer.vocab_size=300"]
+    common = [
+        "--preset",
+        "cpu-micro",
+        f"data.sources=[{p}]",
+        "data.max_documents=0",
+        "train.max_steps=2",
+        "train.seq_len=32",
+        "tokenizer.vocab_size=300",
+    ]
     r = cli("pretrain", "--run-dir", tmp_path / "lenient", *common)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "2 malformed" in r.stderr and "d.jsonl:7" in r.stderr
@@ -136,7 +168,16 @@ def test_malformed_jsonl_lines_are_skipped_and_counted_or_fatal_with_strict(tmp_
 def test_invalid_utf8_is_replaced_and_counted(tmp_path):
     p = tmp_path / "bad.txt"
     p.write_bytes("\n".join(_corpus_lines()).encode("utf-8") + b"\xff\xfe broken \xc3(\n")
-    r = cli("pretrain", "--run-dir", tmp_path / "r", "--preset", "cpu-micro", f"data.sources=[{p}]",
-            "train.max_steps=2", "train.seq_len=32", "tokenizer.vocab_size=300")
+    r = cli(
+        "pretrain",
+        "--run-dir",
+        tmp_path / "r",
+        "--preset",
+        "cpu-micro",
+        f"data.sources=[{p}]",
+        "train.max_steps=2",
+        "train.seq_len=32",
+        "tokenizer.vocab_size=300",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "invalid UTF-8" in r.stderr

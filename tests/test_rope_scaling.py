@@ -19,14 +19,27 @@ SCALINGS = [
     {"rope_type": "dynamic", "factor": 4.0},
     {"rope_type": "yarn", "factor": 4.0},
     {"rope_type": "yarn", "factor": 2.0, "beta_fast": 16, "beta_slow": 2, "original_max_position_embeddings": 32},
-    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 16},
+    {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 16,
+    },
 ]
 
 
 def _cfg(scaling):
-    return ModelConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       num_key_value_heads=1, max_position_embeddings=32, rope_theta=500.0, rope_scaling=scaling)
+    return ModelConfig(
+        vocab_size=128,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=32,
+        rope_theta=500.0,
+        rope_scaling=scaling,
+    )
 
 
 @pytest.mark.parametrize("scaling", SCALINGS, ids=lambda s: s["rope_type"] + str(s["factor"]))

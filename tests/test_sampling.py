@@ -65,8 +65,9 @@ def test_repetition_penalty(logits, input_ids, penalty):
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_no_repeat_ngram(logits, n):
-    ids = torch.tensor([[1, 2, 3, 1, 2, 3, 1, 2], [5, 5, 5, 5, 5, 5, 5, 5], [1, 2, 1, 3, 1, 4, 1, 2],
-                        [9, 8, 7, 6, 5, 4, 3, 2]])
+    ids = torch.tensor(
+        [[1, 2, 3, 1, 2, 3, 1, 2], [5, 5, 5, 5, 5, 5, 5, 5], [1, 2, 1, 3, 1, 4, 1, 2], [9, 8, 7, 6, 5, 4, 3, 2]]
+    )
     ours = S.apply_no_repeat_ngram(logits, ids.tolist(), n)
     same(ours, hf.NoRepeatNGramLogitsProcessor(n)(ids, logits.clone()))
 
@@ -98,8 +99,9 @@ def test_min_new_tokens(logits, generated):
     stop_mask = torch.zeros(V, dtype=torch.bool)
     stop_mask[[2, 9]] = True
     ours = S.apply_min_new_tokens(logits, stop_mask, torch.full((4,), generated) < 5)
-    ref = hf.MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=prompt_len, min_new_tokens=5,
-                                               eos_token_id=[2, 9])(ids, logits)
+    ref = hf.MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=prompt_len, min_new_tokens=5, eos_token_id=[2, 9])(
+        ids, logits
+    )
     same(ours, ref)
 
 
@@ -118,25 +120,43 @@ def test_presence_and_frequency_penalties_follow_openai_formula(logits):
 
 
 def test_the_chain_runs_in_the_documented_order(logits, input_ids):
-    params = SamplingParams(temperature=0.7, top_k=20, top_p=0.9, min_p=0.02, typical_p=0.95,
-                            repetition_penalty=1.2, no_repeat_ngram_size=2, logit_bias={3: 2.0},
-                            banned_token_ids=[5], min_new_tokens=2)
+    params = SamplingParams(
+        temperature=0.7,
+        top_k=20,
+        top_p=0.9,
+        min_p=0.02,
+        typical_p=0.95,
+        repetition_penalty=1.2,
+        no_repeat_ngram_size=2,
+        logit_bias={3: 2.0},
+        banned_token_ids=[5],
+        min_new_tokens=2,
+    )
     pipe = S.LogitsPipeline(params, V, [2], "cpu")
-    ours = pipe(logits, seen=seen_mask(input_ids), token_lists=input_ids.tolist(),
-                n_generated=torch.tensor([0, 1, 2, 3]))
+    ours = pipe(
+        logits, seen=seen_mask(input_ids), token_lists=input_ids.tolist(), n_generated=torch.tensor([0, 1, 2, 3])
+    )
     prompt_len = input_ids.size(1) - 1
-    chain = hf.LogitsProcessorList([
-        hf.SequenceBiasLogitsProcessor({(3,): 2.0}),
-        hf.RepetitionPenaltyLogitsProcessor(1.2),
-        hf.NoRepeatNGramLogitsProcessor(2),
-        hf.SuppressTokensLogitsProcessor([5]),
-    ])
+    chain = hf.LogitsProcessorList(
+        [
+            hf.SequenceBiasLogitsProcessor({(3,): 2.0}),
+            hf.RepetitionPenaltyLogitsProcessor(1.2),
+            hf.NoRepeatNGramLogitsProcessor(2),
+            hf.SuppressTokensLogitsProcessor([5]),
+        ]
+    )
     ref = chain(input_ids, logits.clone())
     for row, gen in enumerate([0, 1, 2, 3]):  # min-new-tokens depends on each row's own count
         ref[row] = hf.MinNewTokensLengthLogitsProcessor(prompt_len, 2, [2])(
-            input_ids[row:row + 1, :prompt_len + gen], ref[row:row + 1])[0]
-    for warper in (hf.TemperatureLogitsWarper(0.7), hf.TopKLogitsWarper(20), hf.TopPLogitsWarper(0.9),
-                   hf.MinPLogitsWarper(0.02), hf.TypicalLogitsWarper(0.95)):
+            input_ids[row : row + 1, : prompt_len + gen], ref[row : row + 1]
+        )[0]
+    for warper in (
+        hf.TemperatureLogitsWarper(0.7),
+        hf.TopKLogitsWarper(20),
+        hf.TopPLogitsWarper(0.9),
+        hf.MinPLogitsWarper(0.02),
+        hf.TypicalLogitsWarper(0.95),
+    ):
         ref = warper(input_ids, ref)
     same(ours, ref)
 
@@ -158,18 +178,21 @@ def test_sampling_follows_the_distribution():
     torch.testing.assert_close(freq, logits.softmax(-1)[0], atol=0.03, rtol=0)
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(temperature=-0.1), "temperature"),
-    (dict(top_p=0.0), "top_p"),
-    (dict(top_p=1.5), "top_p"),
-    (dict(top_k=-1), "top_k"),
-    (dict(min_p=2.0), "min_p"),
-    (dict(max_new_tokens=0), "max_new_tokens"),
-    (dict(repetition_penalty=0.0), "repetition_penalty"),
-    (dict(num_beams=4, temperature=1.0, top_p=0.9), "num_beams=4 with sampling"),
-    (dict(num_beams=2, n=3), "n=3"),
-    (dict(allowed_token_ids=[]), "allowed_token_ids"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(temperature=-0.1), "temperature"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(top_k=-1), "top_k"),
+        (dict(min_p=2.0), "min_p"),
+        (dict(max_new_tokens=0), "max_new_tokens"),
+        (dict(repetition_penalty=0.0), "repetition_penalty"),
+        (dict(num_beams=4, temperature=1.0, top_p=0.9), "num_beams=4 with sampling"),
+        (dict(num_beams=2, n=3), "n=3"),
+        (dict(allowed_token_ids=[]), "allowed_token_ids"),
+    ],
+)
 def test_bad_options_are_one_line_errors(kw, match):
     with pytest.raises(LLMKitError, match=match) as e:
         SamplingParams(**kw).validate()

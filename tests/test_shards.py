@@ -12,8 +12,13 @@ from llmkit.data.shards import TokenShards, write_shards
 from llmkit.errors import DataError
 from llmkit.tokenizer import Tokenizer
 
-DOCS = ["To be, or not to be, that is the question.", "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
-        "We trained 2 models in 2024 😀", "", "人工智能 and machine learning 一起学习。"] * 7
+DOCS = [
+    "To be, or not to be, that is the question.",
+    "床前明月光，疑是地上霜。举头望明月，低头思故乡。",
+    "We trained 2 models in 2024 😀",
+    "",
+    "人工智能 and machine learning 一起学习。",
+] * 7
 
 
 @pytest.fixture(scope="module")
@@ -77,29 +82,29 @@ def test_worker_processes_write_identical_shards(tok, tmp_path, monkeypatch):
     docs = DOCS * 10
     a = write_shards(docs, tok, tmp_path / "one", shard_tokens=500, show_progress=False)
     b = write_shards(docs, tok, tmp_path / "two", shard_tokens=500, workers=2, show_progress=False)
-    assert {k: v for k, v in a.items()} == b
+    assert dict(a.items()) == b
     assert TokenShards(tmp_path / "two").window(0, b["tokens"]).tolist() == expected_stream(tok, docs)
-    with pytest.raises(DataError, match="workers=-1"):
+    with pytest.raises(DataError, match=r"workers=-1"):
         write_shards(docs, tok, tmp_path / "bad", workers=-1, show_progress=False)
 
 
 def test_fingerprint_mismatch_is_refused(tok, tmp_path):
     write_shards(DOCS, tok, tmp_path / "s", show_progress=False)
     other = Tokenizer.train(["completely different text " * 50], vocab_size=300, show_progress=False)
-    with pytest.raises(DataError, match="tokenized with a different tokenizer.*delete it and re-run"):
+    with pytest.raises(DataError, match=r"tokenized with a different tokenizer.*delete it and re-run"):
         TokenShards(tmp_path / "s", expect_tokenizer=other.fingerprint())
 
 
 def test_missing_corrupt_and_truncated(tok, tmp_path):
-    with pytest.raises(DataError, match="index.json missing"):
+    with pytest.raises(DataError, match=r"index.json missing"):
         TokenShards(tmp_path / "none")
     write_shards(DOCS, tok, tmp_path / "s", show_progress=False)
     shard = tmp_path / "s" / "shard_00000.bin"
     shard.write_bytes(shard.read_bytes()[:-2])
-    with pytest.raises(DataError, match="truncated"):
+    with pytest.raises(DataError, match=r"truncated"):
         TokenShards(tmp_path / "s")
     (tmp_path / "s" / "index.json").write_text("{", encoding="utf-8")
-    with pytest.raises(DataError, match="corrupt shard index"):
+    with pytest.raises(DataError, match=r"corrupt shard index"):
         TokenShards(tmp_path / "s")
 
 
@@ -115,7 +120,7 @@ def test_rewrite_replaces_atomically_and_failure_keeps_old(tok, tmp_path):
     with pytest.raises(RuntimeError):
         write_shards(exploding(), tok, tmp_path / "s", show_progress=False)
     assert len(TokenShards(tmp_path / "s")) == len(expected_stream(tok, DOCS[:2]))  # old shards intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]                       # no temp leftovers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temp leftovers
 
 
 def test_stale_temp_dirs_of_dead_writers_are_removed(tok, tmp_path):

@@ -14,8 +14,16 @@ from llmkit.model.transformer import Transformer
 
 def model(seed, layers=2, hidden=64, vocab=200, **kw):
     torch.manual_seed(seed)
-    cfg = ModelConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=128, initializer_range=0.1, **kw)
+    cfg = ModelConfig(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.1,
+        **kw,
+    )
     return Transformer(cfg).eval()
 
 
@@ -28,7 +36,7 @@ def test_draft_model_greedy_equals_plain_greedy(target):
     # a draft that agrees partly: the target with its last layer dropped
     draft = model(0, layers=1)
     spec = SpeculativeDecoder(target, draft, num_draft_tokens=4)
-    for p in ([1, 5, 9], [1] + list(range(20, 60))):
+    for p in ([1, 5, 9], [1, *list(range(20, 60))]):
         params = SamplingParams(temperature=0, max_new_tokens=50, ignore_eos=True)
         assert spec.generate(p, params).token_ids == target.generate([p], params)[0][0].token_ids
     assert spec.stats.drafted > 0 and 0 <= spec.stats.acceptance_rate <= 1
@@ -44,9 +52,17 @@ def test_identical_draft_accepts_everything(target):
 def test_prompt_lookup_greedy_equals_plain_greedy_with_processors(target):
     spec = SpeculativeDecoder(target, prompt_lookup=True, num_draft_tokens=5)
     prompt = [1] + [7, 8, 9, 10, 11] * 6
-    for params in (SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True),
-                   SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True, repetition_penalty=1.3,
-                                  no_repeat_ngram_size=3, frequency_penalty=0.5)):
+    for params in (
+        SamplingParams(temperature=0, max_new_tokens=40, ignore_eos=True),
+        SamplingParams(
+            temperature=0,
+            max_new_tokens=40,
+            ignore_eos=True,
+            repetition_penalty=1.3,
+            no_repeat_ngram_size=3,
+            frequency_penalty=0.5,
+        ),
+    ):
         plain = target.generate([prompt], params)[0][0].token_ids
         assert spec.generate(prompt, params).token_ids == plain
 

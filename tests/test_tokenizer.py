@@ -11,28 +11,54 @@ from hypothesis import strategies as st
 from llmkit.errors import CheckpointError, ConfigError, DataError
 from llmkit.tokenizer import SPECIAL_TOKENS, Tokenizer, split_pattern, tokenizer_stats
 
-EN = ("It was the best of times, it was the worst of times, it was the age of wisdom. "
-      "The 3 ships sailed at 10:45 on 2024-05-17 carrying 1,250 barrels of oil. "
-      "\"Don't stop,\" she said; we'll meet again in the morning.\n")
-ZH = ("今天天气很好，我们一起去公园散步。学而时习之，不亦说乎？有朋自远方来，不亦乐乎？"
-      "人工智能正在改变我们的生活和工作方式。床前明月光，疑是地上霜。举头望明月，低头思故乡。\n")
+EN = (
+    "It was the best of times, it was the worst of times, it was the age of wisdom. "
+    "The 3 ships sailed at 10:45 on 2024-05-17 carrying 1,250 barrels of oil. "
+    "\"Don't stop,\" she said; we'll meet again in the morning.\n"
+)
+ZH = (
+    "今天天气很好，我们一起去公园散步。学而时习之，不亦说乎？有朋自远方来，不亦乐乎？"
+    "人工智能正在改变我们的生活和工作方式。床前明月光，疑是地上霜。举头望明月，低头思故乡。\n"
+)
 MIXED = "我们用 Python 3.12 训练了一个 tokenizer，vocab_size=512，效果 great! 😀\n"
 
 CASES = [
-    "", " ", "  leading and trailing  ", "\r\n", "a\r\nb\rc\n", "\t\ttabs\t", "\x00NUL\x00", "\x07\x1b[31mred\x1b[0m",
-    "emoji 😀👍🏽 👨‍👩‍👧", "e\u0301 combining, n\u0303, \u0915\u094d\u0937", "数字 1234567890 和 ３４５",
-    "日本語のテキストとカタカナ", "한국어 문장입니다", "Ελληνικά и кириллица", "\u200b\u200d\ufeff zero width",
-    "  中文  前后空格  ", "tab\t中\t文", ZH, MIXED, EN, "<|bos|> looks special", "\U0010ffff\ue000",
+    "",
+    " ",
+    "  leading and trailing  ",
+    "\r\n",
+    "a\r\nb\rc\n",
+    "\t\ttabs\t",
+    "\x00NUL\x00",
+    "\x07\x1b[31mred\x1b[0m",
+    "emoji 😀👍🏽 👨‍👩‍👧",
+    "e\u0301 combining, n\u0303, \u0915\u094d\u0937",
+    "数字 1234567890 和 ３４５",
+    "日本語のテキストとカタカナ",
+    "한국어 문장입니다",
+    "Ελληνικά и кириллица",
+    "\u200b\u200d\ufeff zero width",
+    "  中文  前后空格  ",
+    "tab\t中\t文",
+    ZH,
+    MIXED,
+    EN,
+    "<|bos|> looks special",
+    "\U0010ffff\ue000",
 ]
 
 
-EN_WORDS = ("the of and to in a is that for it as was with be by on not he this are or his from at which but "
-            "have an they you were her she there been one all we their has would when if so no what up out "
-            "king queen night morning river city garden letter window music winter summer friend stranger "
-            "quickly slowly brightly softly speak wander remember forgive believe tomorrow yesterday").split()
-ZH_WORDS = ("我们 你们 他们 今天 明天 昨天 天气 公园 学习 工作 生活 朋友 老师 学生 中国 北京 上海 城市 "
-            "春天 夏天 秋天 冬天 月亮 太阳 山水 花园 音乐 电影 时间 地方 问题 方法 技术 语言 模型 数据 "
-            "我 你 他 她 的 了 是 在 有 和 不 很 也 都 就 去 来 说 看 想 做 好 大 小 多 少").split()
+EN_WORDS = """
+the of and to in a is that for it as was with be by on not he this are or his from at which but have
+an they you were her she there been one all we their has would when if so no what up out king queen
+night morning river city garden letter window music winter summer friend stranger quickly slowly
+brightly softly speak wander remember forgive believe tomorrow yesterday
+""".split()
+ZH_WORDS = """
+我们 你们 他们 今天 明天 昨天 天气 公园 学习 工作 生活 朋友 老师 学生 中国 北京 上海
+城市 春天 夏天 秋天 冬天 月亮 太阳 山水 花园 音乐 电影 时间 地方 问题 方法 技术
+语言 模型 数据 我 你 他 她 的 了 是 在 有 和 不 很 也 都 就 去 来 说 看 想 做 好 大 小 多 少
+""".split()
 
 
 def corpus(n_sentences: int = 3000, seed: int = 0) -> list[str]:
@@ -45,7 +71,7 @@ def corpus(n_sentences: int = 3000, seed: int = 0) -> list[str]:
         en = " ".join(rng.choice(EN_WORDS) for _ in range(rng.randint(4, 12))).capitalize() + rng.choice(".!?")
         zh = "".join(rng.choice(ZH_WORDS) for _ in range(rng.randint(4, 12))) + rng.choice("。！？，")
         out.append([en, zh, f"{zh[:6]} {en[:20]} {rng.randint(0, 99999)}"][i % 3])
-    return ["\n".join(out[i:i + 30]) for i in range(0, len(out), 30)] + [EN, ZH, MIXED]
+    return ["\n".join(out[i : i + 30]) for i in range(0, len(out), 30)] + [EN, ZH, MIXED]
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +127,7 @@ def test_digits_split_one_by_one(tok):
         assert [p for p in pieces if p.isdigit()] == [c for c in number if c.isdigit()]
     a = tok.encode(" 1999 and 2999")
     b = tok.encode(" 2999 and 1999")
-    assert sorted(a) == sorted(b)   # a digit string tokenizes the same wherever it appears
+    assert sorted(a) == sorted(b)  # a digit string tokenizes the same wherever it appears
 
 
 def test_chinese_is_not_one_giant_pretoken():
@@ -123,21 +149,24 @@ def test_chinese_compresses(tok):
 
 # ---------------------------------------------------------------------- errors
 def test_vocab_too_small_is_config_error():
-    with pytest.raises(ConfigError, match=r"tokenizer\.vocab_size=100 is too small: needs at least 272 "
-                                          r"\(256 bytes \+ 16 special tokens\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"tokenizer\.vocab_size=100 is too small: needs at least 272 "
+        r"\(256 bytes \+ 16 special tokens\)",
+    ):
         Tokenizer.train([EN], vocab_size=100)
 
 
 def test_empty_training_text_is_data_error():
-    with pytest.raises(DataError, match="empty"):
+    with pytest.raises(DataError, match=r"empty"):
         Tokenizer.train(["", ""], vocab_size=300, show_progress=False)
 
 
 def test_load_missing_or_corrupt(tmp_path):
-    with pytest.raises(CheckpointError, match="tokenizer.json: tokenizer not found"):
+    with pytest.raises(CheckpointError, match=r"tokenizer.json: tokenizer not found"):
         Tokenizer.load(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{ not json", encoding="utf-8")
-    with pytest.raises(CheckpointError, match="not a valid tokenizer") as e:
+    with pytest.raises(CheckpointError, match=r"not a valid tokenizer") as e:
         Tokenizer.load(tmp_path)
     assert "\n" not in str(e.value)
 
@@ -156,7 +185,7 @@ def test_save_load_round_trip(tok, tok_dir):
 @pytest.mark.parametrize("text", [EN, ZH, MIXED, "  spaced\r\n\tout  ", "数字 2024 年 😀"])
 def test_autotokenizer_gives_same_ids_and_decode(tok, hf, text):
     ids = tok.encode(text)
-    assert hf(text)["input_ids"] == ids         # no BOS added by transformers either
+    assert hf(text)["input_ids"] == ids  # no BOS added by transformers either
     assert hf.encode(text) == ids
     assert hf.decode(ids) == tok.decode(ids) == text
     with_specials = tok.encode(text, bos=True, eos=True)
@@ -169,10 +198,12 @@ def test_autotokenizer_special_ids(hf):
 
 
 def test_chat_template_matches_transformers(tok, hf):
-    messages = [{"role": "system", "content": "You are helpful."},
-                {"role": "user", "content": "床前明月光的下一句是什么？"},
-                {"role": "assistant", "content": "疑是地上霜。"},
-                {"role": "user", "content": "And in English?"}]
+    messages = [
+        {"role": "system", "content": "You are helpful."},
+        {"role": "user", "content": "床前明月光的下一句是什么？"},
+        {"role": "assistant", "content": "疑是地上霜。"},
+        {"role": "user", "content": "And in English?"},
+    ]
     for gen in (False, True):
         ours = tok.apply_chat_template(messages, add_generation_prompt=gen)
         theirs = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
@@ -197,7 +228,8 @@ def test_loaded_config_names_the_specials_and_template(tok, tmp_path):
     messages = [{"role": "user", "content": "你好"}]
     assert loaded.apply_chat_template(messages) == "[user] 你好<|end|>"
     assert loaded.apply_chat_template(messages) == AutoTokenizer.from_pretrained(str(tmp_path)).apply_chat_template(
-        messages, tokenize=False)
+        messages, tokenize=False
+    )
     loaded.model_max_length = 256
     loaded.save(tmp_path / "again")  # written back as it was, plus the template and context length
     again = json.loads((tmp_path / "again" / "tokenizer_config.json").read_text(encoding="utf-8"))
@@ -211,7 +243,7 @@ def test_loaded_config_names_the_specials_and_template(tok, tmp_path):
 def test_chat_template_errors_are_data_errors(tok):
     bad = Tokenizer(tok.inner)
     bad.chat_template = "{{ raise_exception('roles must alternate') }}"
-    with pytest.raises(DataError, match="chat template: roles must alternate"):
+    with pytest.raises(DataError, match=r"chat template: roles must alternate"):
         bad.apply_chat_template([{"role": "user", "content": "hi"}])
 
 
@@ -232,8 +264,10 @@ def test_cli_train_stats_encode(tmp_path, capsys):
     (tmp_path / "corpus").mkdir()
     for i, text in enumerate(corpus(600)):
         (tmp_path / "corpus" / f"{i}.txt").write_text(text, encoding="utf-8")
-    assert main(["tokenizer", "train", str(tmp_path / "corpus"), "--out", str(tmp_path / "tok"),
-                 "--vocab-size", "400"]) == 0
+    assert (
+        main(["tokenizer", "train", str(tmp_path / "corpus"), "--out", str(tmp_path / "tok"), "--vocab-size", "400"])
+        == 0
+    )
     assert "trained 400 tokens" in capsys.readouterr().out
     assert main(["tokenizer", "stats", str(tmp_path / "tok")]) == 0
     out = capsys.readouterr().out
@@ -244,6 +278,8 @@ def test_cli_train_stats_encode(tmp_path, capsys):
     assert main(["tokenizer", "encode", str(tmp_path / "tok"), "我们 2024"]) == 0
     out = capsys.readouterr().out
     assert "ids:" in out and "| 2 | 0 | 2 | 4" in out
-    assert main(["tokenizer", "train", str(tmp_path / "corpus"), "--out", str(tmp_path / "t2"),
-                 "--vocab-size", "100"]) == 2
+    assert (
+        main(["tokenizer", "train", str(tmp_path / "corpus"), "--out", str(tmp_path / "t2"), "--vocab-size", "100"])
+        == 2
+    )
     assert "tokenizer.vocab_size=100 is too small" in capsys.readouterr().err

@@ -21,12 +21,17 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def run_driver(out, steps, *overrides, env=None):
-    return subprocess.run([sys.executable, str(DRIVER), str(out), str(steps), *overrides],
-                          env=env or ENV, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(DRIVER), str(out), str(steps), *overrides],
+        env=env or ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def step_rows(out):
-    rows = [json.loads(l) for l in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     drop = {"tokens_per_s", "mfu", "elapsed_s"}
     return [{k: v for k, v in r.items() if k not in drop} for r in rows]
 
@@ -74,8 +79,9 @@ def _kill_when(proc, predicate, timeout=120):
 
 def test_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(out), "20"], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(out), "20"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     metrics = out / "metrics.jsonl"
     _kill_when(proc, lambda: metrics.exists() and metrics.read_text().count('"loss"') >= 13)
     assert not (out / "model.safetensors").exists()
@@ -87,8 +93,13 @@ def test_resume_after_sigkill_is_bitwise_identical(straight, tmp_path):
 
 def test_resume_after_sigkill_during_checkpoint_write(straight, tmp_path):
     out = tmp_path / "killed_in_save"
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(out), "20"], env={**ENV, "SLOW_SAVE": "30"},
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(DRIVER), str(out), "20"],
+        env={**ENV, "SLOW_SAVE": "30"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     seen = []
 
     def second_save_started():
@@ -114,14 +125,24 @@ def test_ddp_matches_single_process(tmp_path):
     r = run_driver(single, 10, "batch_size=2", "grad_accum=2")
     assert r.returncode == 0, r.stderr
     ddp = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           str(DRIVER), str(ddp), "10", "batch_size=2", "grad_accum=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29517",
+        str(DRIVER),
+        str(ddp),
+        "10",
+        "batch_size=2",
+        "grad_accum=1",
+    ]
     r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     a = [x for x in step_rows(single) if "loss" in x]
     b = [x for x in step_rows(ddp) if "loss" in x]
     assert len(a) == len(b) == 10
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         assert abs(x["loss"] - y["loss"]) < 1e-4, (x, y)
     va = [x["val_loss"] for x in step_rows(single) if "val_loss" in x]
     vb = [x["val_loss"] for x in step_rows(ddp) if "val_loss" in x]

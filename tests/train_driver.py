@@ -19,10 +19,12 @@ from llmkit.model.transformer import Transformer
 from llmkit.train.pretrain import PretrainTask
 from llmkit.train.trainer import Trainer
 
-TEXT = ("Shall I compare thee to a summer's day? Thou art more lovely and more temperate. "
-        "Rough winds do shake the darling buds of May, and summer's lease hath all too short a date. "
-        "床前明月光，疑是地上霜。举头望明月，低头思故乡。 "
-        "The quick brown fox jumps over the lazy dog; 1234567890. ") * 40
+TEXT = (
+    "Shall I compare thee to a summer's day? Thou art more lovely and more temperate. "
+    "Rough winds do shake the darling buds of May, and summer's lease hath all too short a date. "
+    "床前明月光，疑是地上霜。举头望明月，低头思故乡。 "
+    "The quick brown fox jumps over the lazy dog; 1234567890. "
+) * 40
 
 
 class ByteShards:
@@ -35,23 +37,49 @@ class ByteShards:
         return len(self.tokens)
 
     def window(self, start, length):
-        return self.tokens[start:start + length]
+        return self.tokens[start : start + length]
 
 
 def make(out_dir, steps, overrides=()):
-    kw = dict(max_steps=steps, batch_size=4, seq_len=32, lr=3e-3, warmup_steps=3, eval_every=5, eval_batches=2,
-              ckpt_every=5, log_every=1, keep_last=2, dtype="fp32")
+    kw = dict(
+        max_steps=steps,
+        batch_size=4,
+        seq_len=32,
+        lr=3e-3,
+        warmup_steps=3,
+        eval_every=5,
+        eval_batches=2,
+        ckpt_every=5,
+        log_every=1,
+        keep_last=2,
+        dtype="fp32",
+    )
     for item in overrides:
         k, v = item.split("=", 1)
         kw[k] = type(getattr(TrainConfig(), k))(v) if not isinstance(getattr(TrainConfig(), k), bool) else v == "true"
     cfg = TrainConfig(**kw)
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(vocab_size=256, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                    num_key_value_heads=2, max_position_embeddings=64))
+    model = Transformer(
+        ModelConfig(
+            vocab_size=256,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    )
     data = TEXT.encode("utf-8")
     cut = int(len(data) * 0.9)
-    task = PretrainTask(ByteShards(data[:cut]), {"val": ByteShards(data[cut:])}, cfg.seq_len, cfg.batch_size,
-                        torch.ones(256, dtype=torch.long), seed=cfg.seed, eval_batches=cfg.eval_batches)
+    task = PretrainTask(
+        ByteShards(data[:cut]),
+        {"val": ByteShards(data[cut:])},
+        cfg.seq_len,
+        cfg.batch_size,
+        torch.ones(256, dtype=torch.long),
+        seed=cfg.seed,
+        eval_batches=cfg.eval_batches,
+    )
     return Trainer(model, task, cfg, Path(out_dir))
 
 

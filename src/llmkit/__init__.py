@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from llmkit.errors import LLMKitError  # noqa: E402
+from llmkit.errors import LLMKitError
 
 
 def load(path, device=None, dtype=None, rope_scaling=None, inference_only=False):
@@ -18,4 +18,4 @@ def load(path, device=None, dtype=None, rope_scaling=None, inference_only=False)
     return _load(path, device=device, dtype=dtype, rope_scaling=rope_scaling, inference_only=inference_only)
 
 
-__all__ = ["LLMKitError", "load", "__version__"]
+__all__ = ["LLMKitError", "__version__", "load"]

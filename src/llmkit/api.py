@@ -21,8 +21,14 @@ def default_device() -> str:
     return "cpu"
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
-          "fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
 
 
 def inference_dtype(requested: str | torch.dtype | None, device: str) -> torch.dtype:
@@ -84,20 +90,38 @@ class LoadedModel:
         from llmkit.infer.speculative import SpeculativeDecoder
 
         if isinstance(draft, (str, Path)):
-            draft = load(draft, device=str(self.device), dtype=next(self.model.parameters()).dtype,
-                         inference_only=self.inference_only)
+            draft = load(
+                draft,
+                device=str(self.device),
+                dtype=next(self.model.parameters()).dtype,
+                inference_only=self.inference_only,
+            )
         if isinstance(draft, LoadedModel):
             mine, theirs = getattr(self.tokenizer, "fingerprint", None), getattr(draft.tokenizer, "fingerprint", None)
             if mine and theirs and mine() != theirs():
-                raise GenerationError(f"the draft {draft.path} has a different tokenizer ({theirs()}) than the target "
-                                      f"({mine()}); speculative decoding needs a draft trained with the same tokenizer")
+                raise GenerationError(
+                    f"the draft {draft.path} has a different tokenizer ({theirs()}) than the target "
+                    f"({mine()}); speculative decoding needs a draft trained with the same tokenizer"
+                )
             draft = draft.model
         return SpeculativeDecoder(self.engine, draft, prompt_lookup=prompt_lookup, num_draft_tokens=num_draft_tokens)
 
-    def generate(self, prompt_or_prompts, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
-                 top_p: float = 1.0, seed: int | None = None, *, return_ids: bool = False,
-                 return_logprobs: bool = False, draft=None, prompt_lookup: bool = False,
-                 num_draft_tokens: int = 4, **options):
+    def generate(
+        self,
+        prompt_or_prompts,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        *,
+        return_ids: bool = False,
+        return_logprobs: bool = False,
+        draft=None,
+        prompt_lookup: bool = False,
+        num_draft_tokens: int = 4,
+        **options,
+    ):
         """Continue a prompt (str, or a list of token ids) or a list of prompts.
 
         Returns the generated text without the prompt: a str for one prompt, a list for a list.
@@ -109,13 +133,16 @@ class LoadedModel:
         ``draft`` (a smaller model with the same tokenizer) or ``prompt_lookup=True`` turns on
         speculative decoding (prompts then run one at a time).
         """
-        params = _params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         seed=seed, **options)
+        params = _params(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, **options
+        )
         if return_logprobs and params.logprobs is None:
             params.logprobs = 0
         single = isinstance(prompt_or_prompts, str) or (
-            isinstance(prompt_or_prompts, (list, tuple)) and prompt_or_prompts
-            and all(isinstance(t, int) for t in prompt_or_prompts))
+            isinstance(prompt_or_prompts, (list, tuple))
+            and prompt_or_prompts
+            and all(isinstance(t, int) for t in prompt_or_prompts)
+        )
         prompts = [prompt_or_prompts] if single else list(prompt_or_prompts)
         if not prompts:
             raise GenerationError("empty prompt: give a prompt (or a non-empty list of prompts) to continue from")
@@ -123,8 +150,9 @@ class LoadedModel:
             spec = self.speculative(draft, prompt_lookup, num_draft_tokens)
             if params.n != 1:
                 raise GenerationError("speculative decoding produces one sample per prompt: use n=1")
-            results = [[spec.generate(p, params.with_(seed=None if seed is None else seed + i))]
-                       for i, p in enumerate(prompts)]
+            results = [
+                [spec.generate(p, params.with_(seed=None if seed is None else seed + i))] for i, p in enumerate(prompts)
+            ]
         else:
             results = self.engine.generate(prompts, params)
         full = return_ids or return_logprobs
@@ -132,13 +160,25 @@ class LoadedModel:
         shaped = [cs[0] if params.n == 1 else cs for cs in shaped]
         return shaped[0] if single else shaped
 
-    def stream(self, prompt, max_new_tokens: int = 256, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None, *, draft=None, prompt_lookup: bool = False,
-               num_draft_tokens: int = 4, **options):
+    def stream(
+        self,
+        prompt,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        *,
+        draft=None,
+        prompt_lookup: bool = False,
+        num_draft_tokens: int = 4,
+        **options,
+    ):
         """Yield the continuation of one prompt as text deltas (whole characters; their
         concatenation equals what ``generate`` returns for the same options and seed)."""
-        params = _params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-                         seed=seed, **options)
+        params = _params(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, **options
+        )
         source = self.engine
         if draft is not None or prompt_lookup:
             source = self.speculative(draft, prompt_lookup, num_draft_tokens)
@@ -168,8 +208,13 @@ def _params(**options):
     return SamplingParams(**options).validate()
 
 
-def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype | None = None,
-         rope_scaling: dict | None = None, inference_only: bool = False) -> LoadedModel:
+def load(
+    path: str | Path,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    rope_scaling: dict | None = None,
+    inference_only: bool = False,
+) -> LoadedModel:
     """Load a checkpoint directory written by llmkit (or a local Llama/Qwen2/Mistral HF checkpoint).
 
     ``dtype``: None or ``float32`` (default), ``bfloat16``, ``float16``, or ``auto`` (bf16 where the
@@ -193,5 +238,4 @@ def load(path: str | Path, device: str | None = None, dtype: str | torch.dtype |
 
         prepare_for_inference(model, release_dense=True)
     tokenizer = Tokenizer.load(path)
-    return LoadedModel(model=model, tokenizer=tokenizer, config=model.config, path=path,
-                       inference_only=inference_only)
+    return LoadedModel(model=model, tokenizer=tokenizer, config=model.config, path=path, inference_only=inference_only)

@@ -62,8 +62,13 @@ def _hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
 
-def write_model_files(directory: Path, model: torch.nn.Module, tokenizer=None,
-                      generation: dict | None = None, extra_config: dict | None = None) -> None:
+def write_model_files(
+    directory: Path,
+    model: torch.nn.Module,
+    tokenizer=None,
+    generation: dict | None = None,
+    extra_config: dict | None = None,
+) -> None:
     """Write config.json, model.safetensors, generation_config.json and tokenizer files into an
     existing (temporary) directory. Callers make it atomic with :func:`save_checkpoint`."""
     core = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
@@ -73,9 +78,15 @@ def write_model_files(directory: Path, model: torch.nn.Module, tokenizer=None,
     if extra_config:
         hf.update(extra_config)
     save_file(_hf_state_dict(core), str(directory / "model.safetensors"), metadata={"format": "pt"})
-    gen = {"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
-           "pad_token_id": cfg.pad_token_id, "do_sample": True, "temperature": 0.8, "top_k": 50,
-           "max_length": cfg.max_position_embeddings}
+    gen = {
+        "bos_token_id": cfg.bos_token_id,
+        "eos_token_id": cfg.eos_token_id,
+        "pad_token_id": cfg.pad_token_id,
+        "do_sample": True,
+        "temperature": 0.8,
+        "top_k": 50,
+        "max_length": cfg.max_position_embeddings,
+    }
     gen.update(generation or {})
     (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     if tokenizer is not None:
@@ -84,9 +95,15 @@ def write_model_files(directory: Path, model: torch.nn.Module, tokenizer=None,
     (directory / "config.json").write_text(json.dumps(hf, indent=2) + "\n")
 
 
-def save_checkpoint(directory: Path, model: torch.nn.Module, tokenizer=None,
-                    trainer_state: dict | None = None, generation: dict | None = None,
-                    extra_config: dict | None = None, extra_files: dict[str, str] | None = None) -> Path:
+def save_checkpoint(
+    directory: Path,
+    model: torch.nn.Module,
+    tokenizer=None,
+    trainer_state: dict | None = None,
+    generation: dict | None = None,
+    extra_config: dict | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> Path:
     """Write a complete checkpoint to ``directory`` atomically (temp dir + rename).
 
     An existing ``directory`` is replaced only once the new one is complete.
@@ -131,16 +148,20 @@ def check_checkpoint(directory: Path) -> dict:
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     missing = [f for f in REQUIRED_FILES if not (directory / f).is_file()]
     if missing:
-        raise CheckpointError(f"{directory}: incomplete checkpoint, missing {', '.join(missing)}; "
-                              "re-run the stage that writes it (it resumes) or point at a complete checkpoint")
+        raise CheckpointError(
+            f"{directory}: incomplete checkpoint, missing {', '.join(missing)}; "
+            "re-run the stage that writes it (it resumes) or point at a complete checkpoint"
+        )
     try:
         hf = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{directory / 'config.json'}: not valid JSON ({e}); the checkpoint is corrupt") from None
     version = hf.get("llmkit_format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{directory}: checkpoint format version {version} is newer than this llmkit "
-                              f"understands ({FORMAT_VERSION}); upgrade llmkit")
+        raise CheckpointError(
+            f"{directory}: checkpoint format version {version} is newer than this llmkit "
+            f"understands ({FORMAT_VERSION}); upgrade llmkit"
+        )
     return hf
 
 
@@ -168,7 +189,9 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
     try:
         sd = _read_tensors(directory / "model.safetensors")
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt") from None
+        raise CheckpointError(
+            f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt"
+        ) from None
     if config.tie_word_embeddings:
         sd.pop("lm_head.weight", None)
     target = dtype or torch.get_default_dtype()
@@ -179,13 +202,17 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
         missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     except RuntimeError as e:  # shape mismatch
         first = str(e).split("size mismatch for ")[-1].split(":")[0]
-        raise CheckpointError(f"{directory / 'model.safetensors'}: weights do not match config.json "
-                              f"(shape of {first}); the checkpoint is corrupt or config.json was edited") from None
+        raise CheckpointError(
+            f"{directory / 'model.safetensors'}: weights do not match config.json "
+            f"(shape of {first}); the checkpoint is corrupt or config.json was edited"
+        ) from None
     missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
-        raise CheckpointError(f"{directory / 'model.safetensors'}: weights do not match config.json ({what}); "
-                              "the checkpoint is incomplete or from an incompatible model")
+        raise CheckpointError(
+            f"{directory / 'model.safetensors'}: weights do not match config.json ({what}); "
+            "the checkpoint is incomplete or from an incompatible model"
+        )
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     del sd
@@ -207,12 +234,19 @@ def load_model_weights(model: torch.nn.Module, directory: Path) -> None:
         missing, unexpected = ["(shapes differ)"], []
     missing = [k for k in missing if not (model.config.tie_word_embeddings and k == "lm_head.weight")]
     if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match this model (missing {missing[:3]}, "
-                              f"unexpected {unexpected[:3]}); was the config changed since it was written?")
+        raise CheckpointError(
+            f"{path}: weights do not match this model (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]}); was the config changed since it was written?"
+        )
 
 
-def publish_model(stage_dir: Path, model: torch.nn.Module, tokenizer=None, generation: dict | None = None,
-                  extra_config: dict | None = None) -> None:
+def publish_model(
+    stage_dir: Path,
+    model: torch.nn.Module,
+    tokenizer=None,
+    generation: dict | None = None,
+    extra_config: dict | None = None,
+) -> None:
     """Put the final model files directly in ``stage_dir`` (beside checkpoints/, metrics.jsonl).
 
     Files are written to a temporary directory and renamed in one by one, ``config.json`` last, so
@@ -239,7 +273,9 @@ def load_trainer_state(directory: Path) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # corrupt or foreign file
-        raise CheckpointError(f"{path}: cannot be loaded safely ({type(e).__name__}); delete it to start over") from None
+        raise CheckpointError(
+            f"{path}: cannot be loaded safely ({type(e).__name__}); delete it to start over"
+        ) from None
 
 
 class CheckpointManager:
@@ -263,8 +299,9 @@ class CheckpointManager:
             if (target / "config.json").is_file() and (target / TRAINER_STATE).is_file():
                 return target
         # Pointer missing or stale: fall back to the newest complete numbered directory.
-        done = sorted(p for p in self.root.glob("step_*")
-                      if (p / "config.json").is_file() and (p / TRAINER_STATE).is_file())
+        done = sorted(
+            p for p in self.root.glob("step_*") if (p / "config.json").is_file() and (p / TRAINER_STATE).is_file()
+        )
         return done[-1] if done else None
 
     def save(self, step: int, model, tokenizer, trainer_state: dict, **kwargs) -> Path:
@@ -275,7 +312,7 @@ class CheckpointManager:
 
     def _prune(self) -> None:
         steps = sorted(p for p in self.root.glob("step_*") if p.is_dir())
-        for old in steps[:-self.keep_last]:
+        for old in steps[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
         for tmp in self.root.glob(".*.tmp-*"):
             # leftovers of a process killed mid-write (ours are gone by now)

@@ -12,6 +12,7 @@ is this dataclass plus ``architectures``/``model_type``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import typing
 from dataclasses import dataclass, field, fields
@@ -109,20 +110,27 @@ class ModelConfig:
 
     def validate(self) -> None:
         """Reject impossible shapes with a message that names the field."""
-        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                     "max_position_embeddings"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "max_position_embeddings",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(
                 f"model.hidden_size={self.hidden_size} is not divisible by "
-                f"model.num_attention_heads={self.num_attention_heads}; pick heads that divide the width")
+                f"model.num_attention_heads={self.num_attention_heads}; pick heads that divide the width"
+            )
         if self.head_dim % 2:
             raise ConfigError(f"model head_dim={self.head_dim} (hidden_size/num_attention_heads) must be even for RoPE")
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"model.num_attention_heads={self.num_attention_heads} is not divisible by "
-                f"model.num_key_value_heads={self.num_key_value_heads}; use a divisor for grouped-query attention")
+                f"model.num_key_value_heads={self.num_key_value_heads}; use a divisor for grouped-query attention"
+            )
 
     def num_params(self, include_embeddings: bool = True) -> int:
         """Parameter count computed from the shape (no model needed)."""
@@ -158,11 +166,13 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> "ModelConfig":
+    def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> ModelConfig:
         """Read a Llama/Qwen2/Mistral-style ``config.json``; unknown keys are ignored."""
         if d.get("model_type") not in (None, "llama", "qwen2", "mistral"):
-            raise ConfigError(f"{source}: model_type {d.get('model_type')!r} is not supported "
-                              "(llmkit reads llama, qwen2 and mistral checkpoints)")
+            raise ConfigError(
+                f"{source}: model_type {d.get('model_type')!r} is not supported "
+                "(llmkit reads llama, qwen2 and mistral checkpoints)"
+            )
         names = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in names}
         if d.get("model_type") == "qwen2":
@@ -171,8 +181,9 @@ class ModelConfig:
             raise ConfigError(f"{source}: Llama attention_bias (biases on every projection) is not supported")
         if d.get("mlp_bias"):
             raise ConfigError(f"{source}: mlp_bias is not supported")
-        missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-                   if k not in kwargs]
+        missing = [
+            k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads") if k not in kwargs
+        ]
         if missing:
             raise ConfigError(f"{source}: missing {', '.join(missing)}; is this a causal LM config?")
         rs = d.get("rope_parameters") or d.get("rope_scaling")
@@ -355,10 +366,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             value = raw
         # YAML reads 1e-3 as a string; accept it as a number.
         if isinstance(value, str):
-            try:
+            with contextlib.suppress(ValueError):
                 value = float(value) if any(c in value for c in "eE.") else value
-            except ValueError:
-                pass
         parts = key.strip().split(".")
         cur = nested
         for p in parts[:-1]:
@@ -384,8 +393,9 @@ def load_preset_dict(name_or_path: str) -> dict[str, Any]:
     if not path.suffix:
         path = PRESET_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
-        raise ConfigError(f"unknown preset {name_or_path!r}; choose one of {', '.join(list_presets())} "
-                          "or give a path to a .yaml file")
+        raise ConfigError(
+            f"unknown preset {name_or_path!r}; choose one of {', '.join(list_presets())} or give a path to a .yaml file"
+        )
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -397,8 +407,9 @@ def load_preset_dict(name_or_path: str) -> dict[str, Any]:
     return data
 
 
-def resolve(preset: str = "cpu-tiny", overrides: list[str] | None = None,
-            base: dict[str, Any] | None = None) -> RunConfig:
+def resolve(
+    preset: str = "cpu-tiny", overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> RunConfig:
     """Preset + overrides -> a validated RunConfig. ``base`` (a saved config.yaml) replaces the preset."""
     data = base if base is not None else load_preset_dict(preset)
     data = _merge(data, parse_overrides(overrides or []))
@@ -429,11 +440,14 @@ def field_docs() -> list[tuple[str, str, str]]:
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
             body = node.body
-            for a, b in zip(body, body[1:] + [None]):
+            for a, b in zip(body, [*body[1:], None], strict=True):
                 if isinstance(a, ast.AnnAssign) and isinstance(a.target, ast.Name):
                     text = ""
-                    if isinstance(b, ast.Expr) and isinstance(getattr(b, "value", None), ast.Constant) \
-                            and isinstance(b.value.value, str):
+                    if (
+                        isinstance(b, ast.Expr)
+                        and isinstance(getattr(b, "value", None), ast.Constant)
+                        and isinstance(b.value.value, str)
+                    ):
                         text = " ".join(b.value.value.split())
                     docs[(node.name, a.target.id)] = text
     out = []

@@ -61,8 +61,10 @@ def init_run_dir(cfg: RunConfig, run_dir: Path) -> None:
         saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         changed = [k for k in _diff(saved, current) if not k.startswith("sample.") and k != "preset"]
         if changed:
-            raise ConfigError(f"{path}: this run was started with a different config ({', '.join(changed[:4])}); "
-                              "use a new --run-dir, or delete the run directory to start over")
+            raise ConfigError(
+                f"{path}: this run was started with a different config ({', '.join(changed[:4])}); "
+                "use a new --run-dir, or delete the run directory to start over"
+            )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(path)
 
@@ -85,15 +87,21 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
     corpus = SplitCorpus(cfg.data, cfg.train.seed)
     if not (tok_dir / "tokenizer.json").is_file():
         texts = _first_chars(corpus.train_documents(), cfg.tokenizer.max_train_chars)
-        tok = Tokenizer.train(texts, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency,
-                              show_progress=sys.stderr.isatty())
+        tok = Tokenizer.train(
+            texts, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, show_progress=sys.stderr.isatty()
+        )
         tok.save(tok_dir)
         say(f"tokenizer: {tok.vocab_size} tokens trained in {time.perf_counter() - t0:.1f}s -> {tok_dir}")
     tok = Tokenizer.load(tok_dir)
 
     t1 = time.perf_counter()
-    train_index = write_shards(corpus.train_documents(collect_validation=True), tok, train_dir,
-                               source=",".join(cfg.data.sources), show_progress=sys.stderr.isatty())
+    train_index = write_shards(
+        corpus.train_documents(collect_validation=True),
+        tok,
+        train_dir,
+        source=",".join(cfg.data.sources),
+        show_progress=sys.stderr.isatty(),
+    )
     for w in corpus.warnings():
         say(f"warning: {w}")
     if not train_index["tokens"]:
@@ -102,11 +110,18 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
     for name, docs in corpus.val.items():
         write_shards(docs, tok, val_root / name, source=name, show_progress=False)
         val_sets[name] = TokenShards(val_root / name, expect_tokenizer=tok.fingerprint())
-    say(f"shards: {train_index['tokens']:,} training tokens from {train_index['documents']:,} documents "
-        f"({time.perf_counter() - t1:.1f}s)")
-    stats = {"sources": corpus.summary(), "warnings": corpus.warnings(), "val_sets": list(val_sets),
-             "train_tokens": train_index["tokens"], "train_bytes": train_index.get("bytes", 0),
-             "val_tokens": {k: len(v) for k, v in val_sets.items()}}
+    say(
+        f"shards: {train_index['tokens']:,} training tokens from {train_index['documents']:,} documents "
+        f"({time.perf_counter() - t1:.1f}s)"
+    )
+    stats = {
+        "sources": corpus.summary(),
+        "warnings": corpus.warnings(),
+        "val_sets": list(val_sets),
+        "train_tokens": train_index["tokens"],
+        "train_bytes": train_index.get("bytes", 0),
+        "val_tokens": {k: len(v) for k, v in val_sets.items()},
+    }
     atomic_write_json(stats_path, stats)
     return PreparedData(tok, TokenShards(train_dir, expect_tokenizer=tok.fingerprint()), val_sets, stats)
 
@@ -149,29 +164,49 @@ def run_pretrain(cfg: RunConfig, run_dir: Path):
         return None
     cfg.model.vocab_size = 64 * -(-data.tokenizer.vocab_size // 64)  # round up for matmul efficiency
     cfg.model.bos_token_id, cfg.model.eos_token_id, cfg.model.pad_token_id = (
-        data.tokenizer.bos_id, data.tokenizer.eos_id, data.tokenizer.pad_id)
+        data.tokenizer.bos_id,
+        data.tokenizer.eos_id,
+        data.tokenizer.pad_id,
+    )
     cfg.model.validate()
     if cfg.model.max_position_embeddings < cfg.train.seq_len:
-        raise ConfigError(f"train.seq_len={cfg.train.seq_len} exceeds model.max_position_embeddings="
-                          f"{cfg.model.max_position_embeddings}; lower one or raise the other")
+        raise ConfigError(
+            f"train.seq_len={cfg.train.seq_len} exceeds model.max_position_embeddings="
+            f"{cfg.model.max_position_embeddings}; lower one or raise the other"
+        )
     data.tokenizer.model_max_length = cfg.model.max_position_embeddings  # saved beside the model
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model)
     device = distributed.pick_device(cfg.train.device, info.local_rank)
-    task = PretrainTask(data.train, data.val, cfg.train.seq_len, cfg.train.batch_size,
-                        data.tokenizer.token_bytes(), seed=cfg.train.seed,
-                        eval_batches=cfg.train.eval_batches, device=device)
+    task = PretrainTask(
+        data.train,
+        data.val,
+        cfg.train.seq_len,
+        cfg.train.batch_size,
+        data.tokenizer.token_bytes(),
+        seed=cfg.train.seed,
+        eval_batches=cfg.train.eval_batches,
+        device=device,
+    )
     if info.is_main:
-        say(f"pretrain: {model.num_params() / 1e6:.2f}M parameters, {cfg.train.max_steps} steps of "
+        say(
+            f"pretrain: {model.num_params() / 1e6:.2f}M parameters, {cfg.train.max_steps} steps of "
             f"{cfg.train.batch_size * cfg.train.grad_accum * info.world_size} x {cfg.train.seq_len} tokens "
-            f"on {device} ({info.world_size} process{'es' if info.world_size > 1 else ''})")
-    trainer = Trainer(model, task, cfg.train, base, tokenizer=data.tokenizer,
-                      extra_config={"llmkit_stage": "base"})
+            f"on {device} ({info.world_size} process{'es' if info.world_size > 1 else ''})"
+        )
+    trainer = Trainer(model, task, cfg.train, base, tokenizer=data.tokenizer, extra_config={"llmkit_stage": "base"})
     result = trainer.fit()
     if info.is_main and result.step >= cfg.train.max_steps:
-        summary = {"step": result.step, "device": result.device, "dtype": result.dtype,
-                   "processes": info.world_size, "tokens_per_s": result.tokens_per_s, "mfu": result.mfu,
-                   "train_seconds": result.elapsed_s, **result.final_eval}
+        summary = {
+            "step": result.step,
+            "device": result.device,
+            "dtype": result.dtype,
+            "processes": info.world_size,
+            "tokens_per_s": result.tokens_per_s,
+            "mfu": result.mfu,
+            "train_seconds": result.elapsed_s,
+            **result.final_eval,
+        }
         atomic_write_json(base / "train_summary.json", summary)
         (base / "DONE").write_text("complete\n")
     return result
@@ -182,9 +217,14 @@ def run_samples(cfg: RunConfig, run_dir: Path) -> list[dict]:
     import llmkit
 
     lm = llmkit.load(run_dir / "base", device="cpu", inference_only=True)
-    texts = lm.generate(list(cfg.sample.prompts), max_new_tokens=cfg.sample.max_new_tokens,
-                        temperature=cfg.sample.temperature, top_k=cfg.sample.top_k, seed=cfg.train.seed)
-    samples = [{"prompt": p, "text": t} for p, t in zip(cfg.sample.prompts, texts)]
+    texts = lm.generate(
+        list(cfg.sample.prompts),
+        max_new_tokens=cfg.sample.max_new_tokens,
+        temperature=cfg.sample.temperature,
+        top_k=cfg.sample.top_k,
+        seed=cfg.train.seed,
+    )
+    samples = [{"prompt": p, "text": t} for p, t in zip(cfg.sample.prompts, texts, strict=True)]
     atomic_write_json(run_dir / "base" / "samples.json", samples)
     return samples
 
@@ -204,22 +244,33 @@ def speedrun(cfg: RunConfig, run_dir: Path) -> Path:
         say(f"sample: {s['prompt']}{s['text'][:200]!r}")
     stats = json.loads((run_dir / "data" / "stats.json").read_text(encoding="utf-8"))
     summary = json.loads((run_dir / "base" / "train_summary.json").read_text(encoding="utf-8"))
-    data_rows = {f"{src} documents (train/val)": f"{v['train_documents']:,} / {v['val_documents']:,}"
-                 for src, v in stats["sources"].items()}
+    data_rows = {
+        f"{src} documents (train/val)": f"{v['train_documents']:,} / {v['val_documents']:,}"
+        for src, v in stats["sources"].items()
+    }
     data_rows.update({f"{src} bytes": v["bytes"] for src, v in stats["sources"].items()})
     data_rows["training tokens"] = stats["train_tokens"]
     if stats.get("train_bytes"):
         data_rows["bytes per token (train)"] = stats["train_bytes"] / max(1, stats["train_tokens"])
     for w in stats.get("warnings", []):
         data_rows[f"warning {len(data_rows)}"] = w
-    train_rows = {"steps": summary["step"],
-                  "device / autocast dtype / processes": f"{summary.get('device')} / {summary.get('dtype')} / "
-                                                         f"{summary.get('processes', 1)}",
-                  "tokens/s": summary["tokens_per_s"],
-                  "MFU (vs measured matmul peak)": f"{100 * summary['mfu']:.1f}%",
-                  "training time (s)": summary["train_seconds"]}
+    train_rows = {
+        "steps": summary["step"],
+        "device / autocast dtype / processes": f"{summary.get('device')} / {summary.get('dtype')} / "
+        f"{summary.get('processes', 1)}",
+        "tokens/s": summary["tokens_per_s"],
+        "MFU (vs measured matmul peak)": f"{100 * summary['mfu']:.1f}%",
+        "training time (s)": summary["train_seconds"],
+    }
     train_rows.update({k: v for k, v in summary.items() if k.startswith("val_")})
-    path = write_report(run_dir, {"Data": data_rows, "Pretraining": train_rows, "Samples": samples,
-                                  "Pipeline": f"Total wall time of this invocation: {time.perf_counter() - t0:.0f} s."})
+    path = write_report(
+        run_dir,
+        {
+            "Data": data_rows,
+            "Pretraining": train_rows,
+            "Samples": samples,
+            "Pipeline": f"Total wall time of this invocation: {time.perf_counter() - t0:.0f} s.",
+        },
+    )
     say(f"report: {path}")
     return path

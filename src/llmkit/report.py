@@ -30,9 +30,9 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> Path | None:
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     if train:
-        ax.plot(*zip(*train), label="train loss", linewidth=1.2)
+        ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1.2)
     if val:
-        ax.plot(*zip(*val), "o-", label="val loss", linewidth=1.5, markersize=3)
+        ax.plot(*zip(*val, strict=True), "o-", label="val loss", linewidth=1.5, markersize=3)
     ax.set_xlabel("step")
     ax.set_ylabel("loss (nats/token)")
     ax.grid(alpha=0.3)

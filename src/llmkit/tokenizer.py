@@ -22,8 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
@@ -31,8 +31,18 @@ from tokenizers import Tokenizer as _HFTokenizer
 
 from llmkit.errors import CheckpointError, ConfigError, DataError
 
-_NAMED_SPECIALS = ["<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>", "<|system|>", "<|user|>",
-                   "<|assistant|>", "<|end|>", "<|tool|>", "<|tool_result|>"]
+_NAMED_SPECIALS = [
+    "<|pad|>",
+    "<|bos|>",
+    "<|eos|>",
+    "<|unk|>",
+    "<|system|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|end|>",
+    "<|tool|>",
+    "<|tool_result|>",
+]
 NUM_SPECIAL = 16
 SPECIAL_TOKENS: list[str] = _NAMED_SPECIALS + [f"<|reserved_{i}|>" for i in range(NUM_SPECIAL - len(_NAMED_SPECIALS))]
 PAD, BOS, EOS, UNK = SPECIAL_TOKENS[:4]
@@ -61,22 +71,26 @@ def split_pattern(cjk_run: int = CJK_RUN) -> str:
     (0 = unlimited, i.e. GPT-4 behaviour), and single digits.
     """
     cjk = f"[{_CJK}]" + ("+" if cjk_run <= 0 else ("" if cjk_run == 1 else f"{{1,{cjk_run}}}"))
-    return (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
-            rf"|[^\r\n\p{{L}}\p{{N}}]?[\p{{L}}&&[^{_CJK}]]+"
-            rf"|{cjk}"
-            r"|\p{N}"
-            r"| ?[^\s\p{L}\p{N}]+[\r\n]*"
-            r"|\s*[\r\n]+"
-            r"|\s+(?!\S)"
-            r"|\s+")
+    return (
+        r"(?i:'s|'t|'re|'ve|'m|'ll|'d)"
+        rf"|[^\r\n\p{{L}}\p{{N}}]?[\p{{L}}&&[^{_CJK}]]+"
+        rf"|{cjk}"
+        r"|\p{N}"
+        r"| ?[^\s\p{L}\p{N}]+[\r\n]*"
+        r"|\s*[\r\n]+"
+        r"|\s+(?!\S)"
+        r"|\s+"
+    )
 
 
 def _empty_tokenizer(cjk_run: int = CJK_RUN) -> _HFTokenizer:
     tok = _HFTokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(split_pattern(cjk_run)), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(split_pattern(cjk_run)), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     return tok
 
@@ -91,7 +105,7 @@ def _byte_decoder() -> dict[str, int]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return {chr(c): b for b, c in zip(bs, cs)}
+    return {chr(c): b for b, c in zip(bs, cs, strict=True)}
 
 
 _SP_BYTE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
@@ -132,8 +146,13 @@ def _read_hf_config(directory: Path) -> dict:
 class Tokenizer:
     """A trained byte-level BPE tokenizer; ``inner`` is the ``tokenizers.Tokenizer``."""
 
-    def __init__(self, inner: _HFTokenizer, json_text: str | None = None, model_max_length: int = 1_000_000,
-                 hf_config: dict | None = None):
+    def __init__(
+        self,
+        inner: _HFTokenizer,
+        json_text: str | None = None,
+        model_max_length: int = 1_000_000,
+        hf_config: dict | None = None,
+    ):
         self.inner = inner
         self._json = json_text if json_text is not None else inner.to_str()
         self.model_max_length = model_max_length
@@ -143,20 +162,30 @@ class Tokenizer:
         # own special tokens and chat template; ours are the defaults when there is none.
         self._loaded_config = dict(hf_config) if hf_config else None
         cfg = self._loaded_config or {}
-        self._tokens = {k: _token_content(cfg[k]) if k in cfg else default
-                        for k, default in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))}
+        self._tokens = {
+            k: _token_content(cfg[k]) if k in cfg else default
+            for k, default in (("bos_token", BOS), ("eos_token", EOS), ("pad_token", PAD))
+        }
         self.chat_template: str = _pick_template(cfg.get("chat_template")) or CHAT_TEMPLATE
         """The Jinja chat template: the one saved with the tokenizer, else :data:`CHAT_TEMPLATE`."""
 
     # ------------------------------------------------------------------ training, files
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, min_frequency: int = 2,
-              show_progress: bool = True, cjk_run: int = CJK_RUN) -> "Tokenizer":
+    def train(
+        cls,
+        texts: Iterable[str],
+        vocab_size: int,
+        min_frequency: int = 2,
+        show_progress: bool = True,
+        cjk_run: int = CJK_RUN,
+    ) -> Tokenizer:
         """Train BPE on ``texts``. ``cjk_run`` exists for the benchmark that chose :data:`CJK_RUN`."""
         need = 256 + len(SPECIAL_TOKENS)
         if vocab_size < need:
-            raise ConfigError(f"tokenizer.vocab_size={vocab_size} is too small: needs at least {need} "
-                              f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)")
+            raise ConfigError(
+                f"tokenizer.vocab_size={vocab_size} is too small: needs at least {need} "
+                f"(256 bytes + {len(SPECIAL_TOKENS)} special tokens)"
+            )
         seen = {"chars": 0}
 
         def counted():
@@ -167,21 +196,27 @@ class Tokenizer:
 
         inner = _empty_tokenizer(cjk_run)
         trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size, min_frequency=min_frequency, show_progress=show_progress,
-            special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            show_progress=show_progress,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
         inner.train_from_iterator(counted(), trainer=trainer)
         if seen["chars"] == 0:
             raise DataError("tokenizer training text is empty; give it a source with text")
         return cls(inner)
 
     @classmethod
-    def load(cls, path) -> "Tokenizer":
+    def load(cls, path) -> Tokenizer:
         """Load ``tokenizer.json`` from a directory (or the file itself)."""
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() or not path.suffix else path
         if not file.is_file():
-            raise CheckpointError(f"{file}: tokenizer not found; train one with `llmkit tokenizer train` "
-                                  "or point at a directory that has tokenizer.json")
+            raise CheckpointError(
+                f"{file}: tokenizer not found; train one with `llmkit tokenizer train` "
+                "or point at a directory that has tokenizer.json"
+            )
         try:
             text = file.read_text(encoding="utf-8")
             inner = _HFTokenizer.from_str(text)
@@ -208,12 +243,19 @@ class Tokenizer:
         """The ``tokenizer_config.json`` that makes ``PreTrainedTokenizerFast`` match us (a loaded
         one is written back as it was, with this object's context length and chat template)."""
         if self._loaded_config is not None:
-            return {**self._loaded_config, "model_max_length": self.model_max_length,
-                    "chat_template": self.chat_template}
+            return {
+                **self._loaded_config,
+                "model_max_length": self.model_max_length,
+                "chat_template": self.chat_template,
+            }
         return {
             "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": BOS, "eos_token": EOS, "pad_token": PAD, "unk_token": UNK,
-            "add_bos_token": False, "add_eos_token": False,
+            "bos_token": BOS,
+            "eos_token": EOS,
+            "pad_token": PAD,
+            "unk_token": UNK,
+            "add_bos_token": False,
+            "add_eos_token": False,
             "clean_up_tokenization_spaces": False,
             "model_max_length": self.model_max_length,
             "chat_template": self.chat_template,
@@ -226,8 +268,11 @@ class Tokenizer:
 
     def encode_batch(self, texts: list[str], bos: bool = False, eos: bool = False) -> list[list[int]]:
         """Encode many texts in parallel (Rust threads; the GIL is released)."""
-        out = self.inner.encode_batch_fast(list(texts), add_special_tokens=False) \
-            if hasattr(self.inner, "encode_batch_fast") else self.inner.encode_batch(list(texts), add_special_tokens=False)
+        out = (
+            self.inner.encode_batch_fast(list(texts), add_special_tokens=False)
+            if hasattr(self.inner, "encode_batch_fast")
+            else self.inner.encode_batch(list(texts), add_special_tokens=False)
+        )
         pre, post = ([self.bos_id] if bos else []), ([self.eos_id] if eos else [])
         return [pre + e.ids + post for e in out]
 
@@ -301,17 +346,22 @@ class Tokenizer:
         def raise_exception(message):
             raise jinja2.TemplateError(message)
 
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                            extensions=["jinja2.ext.loopcontrols"])
+        env = ImmutableSandboxedEnvironment(
+            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+        )
         env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
         env.globals["raise_exception"] = raise_exception
         try:
             return env.from_string(self.chat_template).render(
-                messages=messages, add_generation_prompt=add_generation_prompt,
-                **{k: v or "" for k, v in self._tokens.items()})
+                messages=messages,
+                add_generation_prompt=add_generation_prompt,
+                **{k: v or "" for k, v in self._tokens.items()},
+            )
         except jinja2.TemplateError as e:
-            raise DataError(f"chat template: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
-                            "check the messages (role and content of each)") from None
+            raise DataError(
+                f"chat template: {str(e).splitlines()[0] if str(e) else type(e).__name__}; "
+                "check the messages (role and content of each)"
+            ) from None
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint()})"
@@ -323,6 +373,14 @@ def tokenizer_stats(tok: Tokenizer, texts: dict[str, str]) -> list[dict]:
     for name, text in texts.items():
         n_tok = len(tok.encode(text))
         n_bytes = len(text.encode("utf-8"))
-        rows.append({"name": name, "chars": len(text), "bytes": n_bytes, "tokens": n_tok,
-                     "bytes_per_token": n_bytes / max(n_tok, 1), "chars_per_token": len(text) / max(n_tok, 1)})
+        rows.append(
+            {
+                "name": name,
+                "chars": len(text),
+                "bytes": n_bytes,
+                "tokens": n_tok,
+                "bytes_per_token": n_bytes / max(n_tok, 1),
+                "chars_per_token": len(text) / max(n_tok, 1),
+            }
+        )
     return rows

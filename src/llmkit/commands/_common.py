@@ -11,13 +11,23 @@ from llmkit.config import RunConfig, list_presets, overrides_help, resolve
 def add_run_args(p: argparse.ArgumentParser, default_preset: str = "cpu-tiny") -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = overrides_help()
-    p.add_argument("--preset", default=default_preset,
-                   help=f"config preset ({', '.join(list_presets())}) or a path to a YAML file "
-                        f"(default: {default_preset})")
-    p.add_argument("--run-dir", type=Path, default=None,
-                   help="run directory (default: runs/<preset>); re-running resumes where it stopped")
-    p.add_argument("overrides", nargs="*", metavar="section.field=value",
-                   help="config overrides, e.g. train.max_steps=200 model.hidden_size=128")
+    p.add_argument(
+        "--preset",
+        default=default_preset,
+        help=f"config preset ({', '.join(list_presets())}) or a path to a YAML file (default: {default_preset})",
+    )
+    p.add_argument(
+        "--run-dir",
+        type=Path,
+        default=None,
+        help="run directory (default: runs/<preset>); re-running resumes where it stopped",
+    )
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="section.field=value",
+        help="config overrides, e.g. train.max_steps=200 model.hidden_size=128",
+    )
 
 
 def resolve_run(args) -> tuple[RunConfig, Path]:
@@ -29,11 +39,19 @@ def resolve_run(args) -> tuple[RunConfig, Path]:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """Flags of the verbs that load a checkpoint to generate: device, dtype, RoPE scaling."""
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights' dtype; auto = bfloat16 where the hardware computes in it natively "
-                        "(CPUs with AVX512-BF16 or AMX, recent GPUs), else float32 (default: auto)")
-    p.add_argument("--rope-scaling", default=None, metavar="TYPE:FACTOR",
-                   help="read past the trained context: linear:F, dynamic:F, yarn:F or llama3:F")
+    p.add_argument(
+        "--dtype",
+        default="auto",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights' dtype; auto = bfloat16 where the hardware computes in it natively "
+        "(CPUs with AVX512-BF16 or AMX, recent GPUs), else float32 (default: auto)",
+    )
+    p.add_argument(
+        "--rope-scaling",
+        default=None,
+        metavar="TYPE:FACTOR",
+        help="read past the trained context: linear:F, dynamic:F, yarn:F or llama3:F",
+    )
 
 
 def load_for_inference(args):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Iterator, TextIO
+from typing import TextIO
 
 from llmkit.errors import LLMKitError
 
@@ -98,7 +99,7 @@ class ChatSession:
         budget = self._budget()
         if len(ids) > budget:
             dropped = len(ids) - budget
-            ids = [self.tok.bos_id] + ids[-(budget - 1):]
+            ids = [self.tok.bos_id, *ids[-(budget - 1) :]]
             self.text = self.tok.decode(ids[1:]).lstrip("\ufffd")
             self.notice(f"(context full: dropped the oldest {dropped} tokens of the text)")
         return ids
@@ -110,8 +111,9 @@ class ChatSession:
             ids = self._chat_prompt()
         else:
             ids = self._base_prompt(user)
-        params = replace(self.params, stop_token_ids=list(self.params.stop_token_ids) + self.stop_ids,
-                         truncate_prompt=True)
+        params = replace(
+            self.params, stop_token_ids=list(self.params.stop_token_ids) + self.stop_ids, truncate_prompt=True
+        )
         parts: list[str] = []
         try:
             for out in self.lm.engine.stream(ids, params):
@@ -146,27 +148,43 @@ class ChatSession:
         from llmkit.infer.sampling import SamplingParams
 
         default = SamplingParams()
-        return "  ".join(f"{f.name}={getattr(self.params, f.name)!r}" for f in fields(self.params)
-                         if getattr(self.params, f.name) != getattr(default, f.name)
-                         or f.name in ("max_new_tokens", "temperature", "top_k", "top_p")) or "(defaults)"
+        return (
+            "  ".join(
+                f"{f.name}={getattr(self.params, f.name)!r}"
+                for f in fields(self.params)
+                if getattr(self.params, f.name) != getattr(default, f.name)
+                or f.name in ("max_new_tokens", "temperature", "top_k", "top_p")
+            )
+            or "(defaults)"
+        )
 
     def save(self, path: Path) -> None:
         from llmkit.checkpoint import atomic_write_json
 
-        atomic_write_json(Path(path), {
-            "checkpoint": str(self.lm.path), "mode": "chat" if self.chat else "base", "system": self.system,
-            "messages": self.messages if self.chat else None, "text": None if self.chat else self.text,
-            "params": {f.name: getattr(self.params, f.name) for f in fields(self.params)}})
+        atomic_write_json(
+            Path(path),
+            {
+                "checkpoint": str(self.lm.path),
+                "mode": "chat" if self.chat else "base",
+                "system": self.system,
+                "messages": self.messages if self.chat else None,
+                "text": None if self.chat else self.text,
+                "params": {f.name: getattr(self.params, f.name) for f in fields(self.params)},
+            },
+        )
 
 
 def register(sub) -> None:
     from llmkit.commands._common import add_model_args
     from llmkit.commands.generate import add_decoding_args
 
-    p = sub.add_parser("chat", help="chat with a checkpoint in the terminal (streams; /help inside)",
-                       description="Chat with a checkpoint. Replies stream as they are written; Ctrl-C stops a "
-                                   "reply without leaving; /help lists the commands. Base models (before SFT) "
-                                   "continue the text plainly.")
+    p = sub.add_parser(
+        "chat",
+        help="chat with a checkpoint in the terminal (streams; /help inside)",
+        description="Chat with a checkpoint. Replies stream as they are written; Ctrl-C stops a "
+        "reply without leaving; /help lists the commands. Base models (before SFT) "
+        "continue the text plainly.",
+    )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
     p.add_argument("--system", default=None, help="system prompt (chat models)")
     add_model_args(p)
@@ -213,7 +231,7 @@ def run(args, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
             say(CTRL_C_HINT)
 
 
-def _turn(session: "ChatSession", line: str, say, stdout: TextIO) -> bool:
+def _turn(session: ChatSession, line: str, say, stdout: TextIO) -> bool:
     """One line of input: a /command or a message to answer. True when the user asked to leave."""
     if not line.strip():
         return False
@@ -234,7 +252,7 @@ def _turn(session: "ChatSession", line: str, say, stdout: TextIO) -> bool:
     return False
 
 
-def _command(session: "ChatSession", line: str, say) -> bool:
+def _command(session: ChatSession, line: str, say) -> bool:
     """Run a /command; True for /quit."""
     cmd, _, rest = line[1:].partition(" ")
     rest = rest.strip()

@@ -8,50 +8,76 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="fetch corpora, inspect sources, write token shards",
-                       description="Text sources are corpus names (shakespeare, fortunes-zh), files, directories, "
-                                   "globs, .jsonl, .parquet, saved `datasets` directories or hf:NAME[:CONFIG].")
+    p = sub.add_parser(
+        "data",
+        help="fetch corpora, inspect sources, write token shards",
+        description="Text sources are corpus names (shakespeare, fortunes-zh), files, directories, "
+        "globs, .jsonl, .parquet, saved `datasets` directories or hf:NAME[:CONFIG].",
+    )
     acts = p.add_subparsers(dest="data_command", metavar="<action>", required=True)
 
-    f = acts.add_parser("fetch", help="download and cache an offline corpus",
-                        description="Fetch a named corpus once into $LLMKIT_CACHE (default ~/.cache/llmkit).")
+    f = acts.add_parser(
+        "fetch",
+        help="download and cache an offline corpus",
+        description="Fetch a named corpus once into $LLMKIT_CACHE (default ~/.cache/llmkit).",
+    )
     f.add_argument("name", help="corpus name: shakespeare or fortunes-zh")
-    f.add_argument("--cache-dir", type=Path, default=None, help="cache directory (default: $LLMKIT_CACHE or ~/.cache/llmkit)")
+    f.add_argument(
+        "--cache-dir", type=Path, default=None, help="cache directory (default: $LLMKIT_CACHE or ~/.cache/llmkit)"
+    )
     f.set_defaults(func=run_fetch)
 
-    s = acts.add_parser("stats", help="count documents, characters and bytes; report problems",
-                        description="Read each source as training would and report sizes and warnings.")
+    s = acts.add_parser(
+        "stats",
+        help="count documents, characters and bytes; report problems",
+        description="Read each source as training would and report sizes and warnings.",
+    )
     s.add_argument("sources", nargs="+", metavar="SOURCE", help="corpus name, path, glob, or hf:NAME[:CONFIG]")
     _source_args(s)
     s.set_defaults(func=run_stats)
 
-    h = acts.add_parser("shard", help="tokenize sources into OUT/train and OUT/val token shards",
-                        description="Split documents into train/val by a stable hash and write memmap token "
-                                    "shards (index.json + shard_*.bin) with a trained tokenizer.")
+    h = acts.add_parser(
+        "shard",
+        help="tokenize sources into OUT/train and OUT/val token shards",
+        description="Split documents into train/val by a stable hash and write memmap token "
+        "shards (index.json + shard_*.bin) with a trained tokenizer.",
+    )
     h.add_argument("sources", nargs="+", metavar="SOURCE", help="corpus name, path, glob, or hf:NAME[:CONFIG]")
     h.add_argument("--tokenizer", type=Path, required=True, help="tokenizer directory (with tokenizer.json)")
     h.add_argument("--out", type=Path, required=True, help="output directory; OUT/train and OUT/val are written")
     h.add_argument("--val-fraction", type=float, default=0.05, help="fraction of documents held out (default: 0.05)")
     h.add_argument("--seed", type=int, default=0, help="seed of the train/val hash split (default: 0)")
     h.add_argument("--shard-tokens", type=int, default=50_000_000, help="tokens per shard file (default: 50,000,000)")
-    h.add_argument("--workers", type=int, default=0,
-                   help="encoding processes; 0 = this process, using every core through the Rust batch encoder (default: 0)")
+    h.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="encoding processes; 0 = this process, using every core through the Rust batch encoder (default: 0)",
+    )
     _source_args(h)
     h.set_defaults(func=run_shard)
 
 
 def _source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--text-field", default="text", help="field holding the text in JSONL/Parquet/datasets (default: text)")
-    p.add_argument("--strict", action="store_true", help="fail on the first malformed JSONL line instead of skipping it")
+    p.add_argument(
+        "--text-field", default="text", help="field holding the text in JSONL/Parquet/datasets (default: text)"
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="fail on the first malformed JSONL line instead of skipping it"
+    )
     p.add_argument("--max-documents", type=int, default=0, help="read at most this many documents per source (0 = all)")
 
 
 def _cfg(args):
     from llmkit.config import DataConfig
 
-    return DataConfig(sources=list(args.sources), text_field=args.text_field, strict=args.strict,
-                      max_documents=args.max_documents,
-                      val_fraction=getattr(args, "val_fraction", 0.05))
+    return DataConfig(
+        sources=list(args.sources),
+        text_field=args.text_field,
+        strict=args.strict,
+        max_documents=args.max_documents,
+        val_fraction=getattr(args, "val_fraction", 0.05),
+    )
 
 
 def _human(n: float) -> str:
@@ -105,21 +131,32 @@ def run_shard(args) -> int:
         tr, va = split_documents(iter_documents(source, cfg, st), cfg.val_fraction, seed=args.seed)
         train += tr
         val += va
-        per_source[source] = {"documents": st.documents, "chars": st.chars, "bytes": st.bytes,
-                              "train_documents": len(tr), "val_documents": len(va), "warnings": st.warnings()}
+        per_source[source] = {
+            "documents": st.documents,
+            "chars": st.chars,
+            "bytes": st.bytes,
+            "train_documents": len(tr),
+            "val_documents": len(va),
+            "warnings": st.warnings(),
+        }
         for w in st.warnings():
             print(f"warning: {source}: {w}")
     label = ",".join(cfg.sources)
     out = {}
     for name, docs in (("train", train), ("val", val)):
         t0 = time.perf_counter()
-        index = write_shards(docs, tok, args.out / name, source=label, shard_tokens=args.shard_tokens,
-                             workers=args.workers)
+        index = write_shards(
+            docs, tok, args.out / name, source=label, shard_tokens=args.shard_tokens, workers=args.workers
+        )
         out[name] = {k: index[k] for k in ("tokens", "documents", "bytes")}
-        print(f"{name}: {index['documents']:,} documents, {index['tokens']:,} tokens, "
-              f"{index['bytes'] / max(index['tokens'], 1):.2f} bytes/token -> {args.out / name} "
-              f"({time.perf_counter() - t0:.1f}s)")
-    atomic_write_json(args.out / "stats.json", {"sources": per_source, "splits": out,
-                                                "tokenizer": tok.fingerprint(), "seed": args.seed})
+        print(
+            f"{name}: {index['documents']:,} documents, {index['tokens']:,} tokens, "
+            f"{index['bytes'] / max(index['tokens'], 1):.2f} bytes/token -> {args.out / name} "
+            f"({time.perf_counter() - t0:.1f}s)"
+        )
+    atomic_write_json(
+        args.out / "stats.json",
+        {"sources": per_source, "splits": out, "tokenizer": tok.fingerprint(), "seed": args.seed},
+    )
     print(f"stats: {args.out / 'stats.json'}")
     return 0

@@ -28,7 +28,7 @@ def _field_docs() -> dict[str, str]:
     tree = ast.parse(inspect.getsource(sampling))
     cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "SamplingParams")
     docs = {}
-    for a, b in zip(cls.body, cls.body[1:] + [None]):
+    for a, b in zip(cls.body, [*cls.body[1:], None], strict=True):
         if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
             docs[a.target.id] = " ".join(str(b.value.value).split())
     return docs
@@ -48,7 +48,7 @@ def _bias(text: str) -> dict[int, float]:
             return {int(k): float(v) for k, v in json.loads(text).items()}
         return {int(k): float(v) for k, v in (pair.split(":") for pair in text.split(",") if pair.strip())}
     except (ValueError, json.JSONDecodeError):
-        raise argparse.ArgumentTypeError(f"{text!r}: use JSON {{\"id\": bias}} or id:bias,id:bias") from None
+        raise argparse.ArgumentTypeError(f'{text!r}: use JSON {{"id": bias}} or id:bias,id:bias') from None
 
 
 def add_decoding_args(p: argparse.ArgumentParser, **defaults) -> None:
@@ -91,20 +91,24 @@ def params_from_args(args):
 def register(sub) -> None:
     from llmkit.commands._common import add_model_args
 
-    p = sub.add_parser("generate", help="generate text from a checkpoint (one prompt or a file of prompts)",
-                       description="Continue prompts with a checkpoint. One --prompt prints (streams) the text; "
-                                   "--input FILE (.txt: one prompt per line; .jsonl: objects with a \"prompt\" "
-                                   "field, other fields are copied through) writes one JSON object per prompt "
-                                   "to --output (or stdout).",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "generate",
+        help="generate text from a checkpoint (one prompt or a file of prompts)",
+        description="Continue prompts with a checkpoint. One --prompt prints (streams) the text; "
+        '--input FILE (.txt: one prompt per line; .jsonl: objects with a "prompt" '
+        "field, other fields are copied through) writes one JSON object per prompt "
+        "to --output (or stdout).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--prompt", action="append", help="prompt text (repeatable)")
-    src.add_argument("--input", type=Path, help="prompts file: .txt (one per line) or .jsonl ({\"prompt\": ...})")
+    src.add_argument("--input", type=Path, help='prompts file: .txt (one per line) or .jsonl ({"prompt": ...})')
     p.add_argument("--output", type=Path, default=None, help="write results as JSONL here")
     p.add_argument("--chat", action="store_true", help="wrap each prompt as a user message in the chat template")
-    p.add_argument("--truncate", action="store_true",
-                   help="left-truncate prompts that do not fit the context instead of failing")
+    p.add_argument(
+        "--truncate", action="store_true", help="left-truncate prompts that do not fit the context instead of failing"
+    )
     p.add_argument("--draft", type=Path, default=None, help="draft checkpoint for speculative decoding")
     p.add_argument("--prompt-lookup", action="store_true", help="speculative decoding by prompt lookup (no draft)")
     p.add_argument("--num-draft-tokens", type=int, default=4, help="tokens proposed per speculative step")
@@ -131,7 +135,7 @@ def read_prompts(path: Path) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}:{n}: not valid JSON ({e.msg}); one object per line") from None
             if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
-                raise DataError(f"{path}:{n}: expected an object with a string \"prompt\" field")
+                raise DataError(f'{path}:{n}: expected an object with a string "prompt" field')
             rows.append(obj)
     if not rows:
         raise DataError(f"{path}: no prompts in the file")
@@ -151,7 +155,7 @@ def run(args) -> int:
         prompts = [chat_prompt_ids(lm.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
         params.stop_token_ids = list(params.stop_token_ids) + chat_stop_ids(lm.tokenizer)
     spec = dict(draft=args.draft, prompt_lookup=args.prompt_lookup, num_draft_tokens=args.num_draft_tokens)
-    options = {k: v for k, v in params.__dict__.items()}
+    options = dict(params.__dict__.items())
     if args.prompt and len(prompts) == 1 and args.output is None and params.n == 1 and params.num_beams == 1:
         print(rows[0]["prompt"], end="", flush=True)  # stream one prompt to the terminal
         for delta in lm.stream(prompts[0], **options, **spec):
@@ -160,14 +164,24 @@ def run(args) -> int:
         return 0
     results = lm.generate(prompts, return_ids=True, **options, **spec)
     lines = []
-    for row, res in zip(rows, results):
+    for row, res in zip(rows, results, strict=True):
         comps = res if isinstance(res, list) else [res]
         out = dict(row)
-        out["completions"] = [{"text": c.text, "finish_reason": c.finish_reason, "tokens": len(c.token_ids),
-                               **({"token_ids": c.token_ids} if params.logprobs is not None else {}),
-                               **({"logprobs": [[lp.token_id, lp.logprob, lp.top] for lp in c.logprobs]}
-                                  if c.logprobs is not None else {}),
-                               **({"score": c.score} if c.score is not None else {})} for c in comps]
+        out["completions"] = [
+            {
+                "text": c.text,
+                "finish_reason": c.finish_reason,
+                "tokens": len(c.token_ids),
+                **({"token_ids": c.token_ids} if params.logprobs is not None else {}),
+                **(
+                    {"logprobs": [[lp.token_id, lp.logprob, lp.top] for lp in c.logprobs]}
+                    if c.logprobs is not None
+                    else {}
+                ),
+                **({"score": c.score} if c.score is not None else {}),
+            }
+            for c in comps
+        ]
         out["text"] = comps[0].text
         out["prompt_tokens"] = comps[0].prompt_tokens
         lines.append(json.dumps(out, ensure_ascii=False))

@@ -9,12 +9,16 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     from llmkit.commands._common import add_model_args
 
-    p = sub.add_parser("sample", help="print a few samples from a checkpoint",
-                       description="Sample continuations of a prompt from a checkpoint directory "
-                                   "(runs/<name>/base, or any Llama-layout checkpoint).")
+    p = sub.add_parser(
+        "sample",
+        help="print a few samples from a checkpoint",
+        description="Sample continuations of a prompt from a checkpoint directory "
+        "(runs/<name>/base, or any Llama-layout checkpoint).",
+    )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
-    p.add_argument("--prompt", action="append", default=None,
-                   help="prompt to continue (repeat for several; default: a newline)")
+    p.add_argument(
+        "--prompt", action="append", default=None, help="prompt to continue (repeat for several; default: a newline)"
+    )
     p.add_argument("--max-new-tokens", type=int, default=120, help="tokens per sample (default: 120)")
     p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy (default: 0.8)")
     p.add_argument("--top-k", type=int, default=50, help="sample among the k most likely tokens, 0 = all (default: 50)")
@@ -30,9 +34,16 @@ def run(args) -> int:
 
     lm = load_for_inference(args)
     prompts = args.prompt or ["\n"]
-    texts = lm.generate(prompts, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                        top_k=args.top_k, top_p=args.top_p, seed=args.seed, n=args.num_samples)
-    for prompt, outs in zip(prompts, texts):
+    texts = lm.generate(
+        prompts,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        n=args.num_samples,
+    )
+    for prompt, outs in zip(prompts, texts, strict=True):
         for i, text in enumerate(outs if args.num_samples > 1 else [outs]):
             head = f"--- sample {i + 1}/{args.num_samples}" if args.num_samples > 1 else "---"
             print(head)

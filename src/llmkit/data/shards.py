@@ -30,8 +30,8 @@ import os
 import shutil
 import tempfile
 from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -80,7 +80,7 @@ def _worker_init(tokenizer_json: str, bos_id: int, dtype: str) -> None:
         inner = _Inner.from_str(tokenizer_json)
 
         def encode_batch(self, texts, bos=False):
-            return [[bos_id] + e.ids for e in self.inner.encode_batch_fast(texts, add_special_tokens=False)]
+            return [[bos_id, *e.ids] for e in self.inner.encode_batch_fast(texts, add_special_tokens=False)]
 
     _worker.update(tok=_Tok(), dtype=np.dtype(dtype))
 
@@ -128,7 +128,7 @@ class _ShardWriter:
     def _open(self) -> None:
         self.close()
         name = f"shard_{len(self.shards):05d}.bin"
-        self.f = open(self.dir / name, "wb")
+        self.f = open(self.dir / name, "wb")  # noqa: SIM115 (kept open across write() calls; close() ends it)
         self.shards.append({"file": name, "tokens": 0})
 
     def close(self) -> None:
@@ -153,14 +153,21 @@ def remove_stale_temps(parent: Path, name: str) -> None:
     """Delete ``.<name>.tmp-<pid>-*`` / ``.<name>.old-<pid>`` left by processes that were killed
     mid-write (their pid is gone); directories of live writers are left alone."""
     for p in Path(parent).glob(f".{name}.*"):
-        kind, _, rest = p.name[len(name) + 2:].partition("-")
+        kind, _, rest = p.name[len(name) + 2 :].partition("-")
         pid = rest.split("-")[0]
         if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)
 
 
-def write_shards(docs: Iterable[str], tok, out_dir: Path, source: str = "", shard_tokens: int = 50_000_000,
-                 workers: int = 0, show_progress: bool = True) -> dict:
+def write_shards(
+    docs: Iterable[str],
+    tok,
+    out_dir: Path,
+    source: str = "",
+    shard_tokens: int = 50_000_000,
+    workers: int = 0,
+    show_progress: bool = True,
+) -> dict:
     """Tokenize ``docs`` into ``out_dir`` (replacing it atomically) and return the index.
 
     ``workers``: 0 or 1 encodes in this process (Rust threads on all cores); N >= 2 uses N
@@ -179,16 +186,29 @@ def write_shards(docs: Iterable[str], tok, out_dir: Path, source: str = "", shar
     try:
         writer = _ShardWriter(tmp, dtype, shard_tokens)
         n_tokens = n_docs = n_bytes = 0
-        bar = tqdm(desc=f"tokenizing {source or out_dir.name}", unit="B", unit_scale=True,
-                   disable=not show_progress, mininterval=1.0)
+        bar = tqdm(
+            desc=f"tokenizing {source or out_dir.name}",
+            unit="B",
+            unit_scale=True,
+            disable=not show_progress,
+            mininterval=1.0,
+        )
         for arr, docs_in_batch, size in _encoded(docs, tok, dtype, workers):
             writer.write(arr)
             n_tokens, n_docs, n_bytes = n_tokens + arr.size, n_docs + docs_in_batch, n_bytes + size
             bar.update(size)
         bar.close()
         writer.close()
-        index = {"version": INDEX_VERSION, "dtype": dtype.name, "tokens": int(n_tokens), "documents": n_docs,
-                 "bytes": n_bytes, "shards": writer.shards, "source": source, "tokenizer": tok.fingerprint()}
+        index = {
+            "version": INDEX_VERSION,
+            "dtype": dtype.name,
+            "tokens": int(n_tokens),
+            "documents": n_docs,
+            "bytes": n_bytes,
+            "shards": writer.shards,
+            "source": source,
+            "tokenizer": tok.fingerprint(),
+        }
         (tmp / "index.json").write_text(json.dumps(index, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
@@ -211,19 +231,24 @@ class TokenShards:
         self.directory = Path(directory)
         path = self.directory / "index.json"
         if not path.is_file():
-            raise DataError(f"{self.directory}: no token shards (index.json missing); "
-                            "run `llmkit data shard` or the pipeline to write them")
+            raise DataError(
+                f"{self.directory}: no token shards (index.json missing); "
+                "run `llmkit data shard` or the pipeline to write them"
+            )
         try:
             self.index: dict = json.loads(path.read_text(encoding="utf-8"))
             dtype = np.dtype(self.index["dtype"]).newbyteorder("<")
             shards = [(s["file"], int(s["tokens"])) for s in self.index["shards"]]
         except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{path}: corrupt shard index ({type(e).__name__}: {e}); delete {self.directory} "
-                            "and re-run") from None
+            raise DataError(
+                f"{path}: corrupt shard index ({type(e).__name__}: {e}); delete {self.directory} and re-run"
+            ) from None
         got = self.index.get("tokenizer")
         if expect_tokenizer is not None and got != expect_tokenizer:
-            raise DataError(f"{self.directory} was tokenized with a different tokenizer ({got}, expected "
-                            f"{expect_tokenizer}); delete it and re-run")
+            raise DataError(
+                f"{self.directory} was tokenized with a different tokenizer ({got}, expected "
+                f"{expect_tokenizer}); delete it and re-run"
+            )
         self._maps: list[np.ndarray] = []
         for name, n in shards:
             f = self.directory / name
@@ -248,7 +273,7 @@ class TokenShards:
             m = self._maps[k]
             off = pos - int(self._starts[k])
             take = min(length - filled, len(m) - off)
-            out[filled:filled + take] = m[off:off + take]
+            out[filled : filled + take] = m[off : off + take]
             filled, pos, k = filled + take, pos + take, k + 1
         return out
 

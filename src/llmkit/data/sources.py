@@ -14,19 +14,55 @@ import glob as _glob
 import hashlib
 import json
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from llmkit.config import DataConfig
 from llmkit.errors import ConfigError, DataError
 
 _SURROGATE_ESCAPES = re.compile("[\udc80-\udcff]")
 _GLOB_CHARS = set("*?[")
-_BINARY_SUFFIXES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".ico", ".pdf", ".zip", ".gz",
-                    ".tgz", ".bz2", ".xz", ".zst", ".7z", ".tar", ".whl", ".deb", ".so", ".dll", ".exe",
-                    ".bin", ".pt", ".pth", ".safetensors", ".npy", ".npz", ".pkl", ".arrow", ".mp3",
-                    ".mp4", ".wav", ".ogg", ".sqlite", ".db", ".pyc", ".dat", ".lock"}
+_BINARY_SUFFIXES = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".gif",
+    ".webp",
+    ".bmp",
+    ".ico",
+    ".pdf",
+    ".zip",
+    ".gz",
+    ".tgz",
+    ".bz2",
+    ".xz",
+    ".zst",
+    ".7z",
+    ".tar",
+    ".whl",
+    ".deb",
+    ".so",
+    ".dll",
+    ".exe",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".safetensors",
+    ".npy",
+    ".npz",
+    ".pkl",
+    ".arrow",
+    ".mp3",
+    ".mp4",
+    ".wav",
+    ".ogg",
+    ".sqlite",
+    ".db",
+    ".pyc",
+    ".dat",
+    ".lock",
+}
 
 
 @dataclass
@@ -45,14 +81,20 @@ class SourceStats:
     def warnings(self) -> list[str]:
         out = []
         if self.invalid_utf8_files:
-            out.append(f"replaced {self.replaced_chars} invalid UTF-8 bytes with U+FFFD in "
-                       f"{self.invalid_utf8_files} file(s); re-encode the files as UTF-8 to keep them")
+            out.append(
+                f"replaced {self.replaced_chars} invalid UTF-8 bytes with U+FFFD in "
+                f"{self.invalid_utf8_files} file(s); re-encode the files as UTF-8 to keep them"
+            )
         if self.malformed_lines:
-            out.append(f"skipped {self.malformed_lines} malformed JSONL lines (first at {self.first_malformed}); "
-                       "use data.strict=true to fail instead")
+            out.append(
+                f"skipped {self.malformed_lines} malformed JSONL lines (first at {self.first_malformed}); "
+                "use data.strict=true to fail instead"
+            )
         if self.missing_field:
-            out.append(f"skipped {self.missing_field} records without a text field (or with non-text, empty "
-                       "values); check data.text_field")
+            out.append(
+                f"skipped {self.missing_field} records without a text field (or with non-text, empty "
+                "values); check data.text_field"
+            )
         return out
 
     def add(self, doc: str) -> str:
@@ -106,8 +148,10 @@ def _iter_jsonl(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str
             if problem:
                 where = f"{path}:{lineno}"
                 if cfg.strict:
-                    raise DataError(f"{where}: not a JSON object ({problem}); fix the line or set "
-                                    "data.strict=false to skip malformed lines")
+                    raise DataError(
+                        f"{where}: not a JSON object ({problem}); fix the line or set "
+                        "data.strict=false to skip malformed lines"
+                    )
                 stats.malformed_lines += 1
                 stats.first_malformed = stats.first_malformed or where
                 continue
@@ -124,14 +168,18 @@ def _iter_jsonl(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str
     if bad_file:
         stats.invalid_utf8_files += 1
     if records and not with_field:
-        raise DataError(f"{path}: no record has field {field!r}; set data.text_field=<name> "
-                        f"(fields seen: {', '.join(fields_seen) or 'none'})")
+        raise DataError(
+            f"{path}: no record has field {field!r}; set data.text_field=<name> "
+            f"(fields seen: {', '.join(fields_seen) or 'none'})"
+        )
 
 
 def _check_column(where, field: str, names: list[str]) -> None:
     if field not in names:
-        raise DataError(f"{where}: no record has field {field!r}; set data.text_field=<name> "
-                        f"(fields seen: {', '.join(names) or 'none'})")
+        raise DataError(
+            f"{where}: no record has field {field!r}; set data.text_field=<name> "
+            f"(fields seen: {', '.join(names) or 'none'})"
+        )
 
 
 def _iter_values(values: Iterable, stats: SourceStats) -> Iterator[str]:
@@ -169,7 +217,8 @@ def _iter_file(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str]
 # ---------------------------------------------------------------------- datasets
 def _is_saved_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (
-        (path / "state.json").is_file() and (path / "dataset_info.json").is_file())
+        (path / "state.json").is_file() and (path / "dataset_info.json").is_file()
+    )
 
 
 def _iter_records(ds, where: str, cfg: DataConfig, stats: SourceStats) -> Iterator[str]:
@@ -204,8 +253,9 @@ def _iter_saved_dataset(path: Path, cfg: DataConfig, stats: SourceStats) -> Iter
     try:
         ds = datasets.load_from_disk(str(path))
     except Exception as e:
-        raise DataError(f"{path}: not a readable saved dataset ({type(e).__name__}); re-save it with "
-                        "Dataset.save_to_disk") from None
+        raise DataError(
+            f"{path}: not a readable saved dataset ({type(e).__name__}); re-save it with Dataset.save_to_disk"
+        ) from None
     yield from _iter_records(_pick_split(ds, str(path), cfg), str(path), cfg, stats)
 
 
@@ -219,7 +269,9 @@ def _iter_hub(spec: str, cfg: DataConfig, stats: SourceStats) -> Iterator[str]:
         ds = datasets.load_dataset(name, config or None, split=cfg.split, streaming=cfg.streaming)
     except Exception as e:
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise DataError(f"{spec}: cannot load hub dataset ({reason}); check the name, data.split, and network") from None
+        raise DataError(
+            f"{spec}: cannot load hub dataset ({reason}); check the name, data.split, and network"
+        ) from None
     yield from _iter_records(ds, spec, cfg, stats)
 
 
@@ -274,16 +326,20 @@ def _raw_documents(source: str, cfg: DataConfig, stats: SourceStats, cache_dir: 
         matches = sorted(Path(m) for m in _glob.glob(str(path), recursive=True))
         matches = [m for m in matches if m.is_dir() or _looks_textual(m)]
         if not matches:
-            raise DataError(f"{source}: glob matches no files; check the pattern (quote it so the shell "
-                            "does not expand it)")
+            raise DataError(
+                f"{source}: glob matches no files; check the pattern (quote it so the shell does not expand it)"
+            )
         yield from _iter_paths(matches, source, cfg, stats)
         return
-    raise DataError(f"{source}: no such file or directory, and not a corpus "
-                    f"({', '.join(corpus_names())}) or hf:NAME; fix the path in data.sources")
+    raise DataError(
+        f"{source}: no such file or directory, and not a corpus "
+        f"({', '.join(corpus_names())}) or hf:NAME; fix the path in data.sources"
+    )
 
 
-def iter_documents(source: str, cfg: DataConfig, stats: SourceStats | None = None,
-                   cache_dir: Path | None = None) -> Iterator[str]:
+def iter_documents(
+    source: str, cfg: DataConfig, stats: SourceStats | None = None, cache_dir: Path | None = None
+) -> Iterator[str]:
     """Yield the non-empty documents of ``source`` (at most ``cfg.max_documents``, 0 = all),
     counting them into ``stats``. Raises DataError when the source gives no text at all."""
     stats = stats if stats is not None else SourceStats()
@@ -340,6 +396,6 @@ def split_documents(docs: Iterable[str], val_fraction: float, seed: int = 0) -> 
             is_val[min(range(len(docs)), key=keys.__getitem__)] = True
         if all(is_val):
             is_val[max(range(len(docs)), key=keys.__getitem__)] = False
-    train = [d for d, v in zip(docs, is_val) if not v]
-    val = [d for d, v in zip(docs, is_val) if v]
+    train = [d for d, v in zip(docs, is_val, strict=True) if not v]
+    val = [d for d, v in zip(docs, is_val, strict=True) if v]
     return train, val

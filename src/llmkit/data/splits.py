@@ -10,8 +10,8 @@ documents are kept per source, so evaluation can report each one separately.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from llmkit.config import DataConfig
 from llmkit.data.sources import SourceStats, iter_documents, split_documents, split_key
@@ -65,9 +65,16 @@ class SplitCorpus:
 
     def summary(self) -> dict[str, dict]:
         """Per source: documents, chars, bytes, train/val documents (after a collecting pass)."""
-        return {s: {"documents": st.documents, "chars": st.chars, "bytes": st.bytes,
-                    "train_documents": self.counts[s][0], "val_documents": self.counts[s][1]}
-                for s, st in self.stats.items()}
+        return {
+            s: {
+                "documents": st.documents,
+                "chars": st.chars,
+                "bytes": st.bytes,
+                "train_documents": self.counts[s][0],
+                "val_documents": self.counts[s][1],
+            }
+            for s, st in self.stats.items()
+        }
 
     def warnings(self) -> list[str]:
         return [f"{s}: {w}" for s, st in self.stats.items() for w in st.warnings()]

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import codecs
 import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -79,8 +79,11 @@ def context_length(config) -> int:
     when the scaling config does not name the original length (as transformers reads it)."""
     rs = getattr(config, "rope_scaling", None) or {}
     factor = rs.get("factor")
-    if factor and "original_max_position_embeddings" not in rs and rs.get("rope_type", rs.get("type")) in (
-            "linear", "dynamic", "yarn"):
+    if (
+        factor
+        and "original_max_position_embeddings" not in rs
+        and rs.get("rope_type", rs.get("type")) in ("linear", "dynamic", "yarn")
+    ):
         return int(config.max_position_embeddings * factor)
     return config.max_position_embeddings
 
@@ -107,7 +110,7 @@ class _TextStream:
             return self._take(len(self.text))
         hits = [i for i in (self.text.find(s, start) for s in self.stops) if i >= 0]
         if hits:
-            self.text = self.text[:min(hits)]
+            self.text = self.text[: min(hits)]
             self.stopped = True
             return self._take(len(self.text))
         return self._take(len(self.text) - self._partial_stop())
@@ -129,7 +132,7 @@ class _TextStream:
 
     def _take(self, upto: int) -> str:
         upto = max(upto, self.emitted)
-        out = self.text[self.emitted:upto]
+        out = self.text[self.emitted : upto]
         self.emitted = upto
         return out
 
@@ -151,8 +154,18 @@ class SeqState:
     """One sequence being generated (one prompt, one sample): tokens, penalty state, text,
     stopping. Made by :meth:`Engine.new_sequence`; the engine owns its cache row."""
 
-    def __init__(self, seq_id: int, prompt: list[int], params: SamplingParams, pipe: LogitsPipeline,
-                 stop_ids: set[int], max_total: int, seed: int | None, stream: _TextStream | None, device):
+    def __init__(
+        self,
+        seq_id: int,
+        prompt: list[int],
+        params: SamplingParams,
+        pipe: LogitsPipeline,
+        stop_ids: set[int],
+        max_total: int,
+        seed: int | None,
+        stream: _TextStream | None,
+        device,
+    ):
         self.id = seq_id
         self.prompt = prompt
         self.params = params
@@ -201,9 +214,13 @@ class SeqState:
         return StepOutput(self.id, tok, text, self.finished, self.finish_reason, lp)
 
     def completion(self) -> Completion:
-        return Completion(text=self.stream.text if self.stream else "", token_ids=list(self.tokens),
-                          finish_reason=self.finish_reason or "length", prompt_tokens=len(self.prompt),
-                          logprobs=self.logprobs)
+        return Completion(
+            text=self.stream.text if self.stream else "",
+            token_ids=list(self.tokens),
+            finish_reason=self.finish_reason or "length",
+            prompt_tokens=len(self.prompt),
+            logprobs=self.logprobs,
+        )
 
 
 class Engine:
@@ -216,9 +233,18 @@ class Engine:
     (:mod:`~llmkit.infer.prefix_cache`; off by default, so results never depend on what ran before).
     """
 
-    def __init__(self, model, tokenizer=None, *, max_batch: int = 32, prefill_tokens: int = 8192,
-                 max_context: int | None = None, add_bos: bool = True, optimize: bool = True,
-                 prefix_cache: int = 0):
+    def __init__(
+        self,
+        model,
+        tokenizer=None,
+        *,
+        max_batch: int = 32,
+        prefill_tokens: int = 8192,
+        max_context: int | None = None,
+        add_bos: bool = True,
+        optimize: bool = True,
+        prefix_cache: int = 0,
+    ):
         self.model = model.eval()
         if optimize and hasattr(model, "lm_head"):
             prepare_for_inference(model)
@@ -247,7 +273,9 @@ class Engine:
         """A prompt as token ids: strings are encoded (with BOS if ``add_bos``); ids pass through."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
-                raise GenerationError("a text prompt needs a tokenizer; pass token ids or load a checkpoint with tokenizer.json")
+                raise GenerationError(
+                    "a text prompt needs a tokenizer; pass token ids or load a checkpoint with tokenizer.json"
+                )
             ids = self.tokenizer.encode(prompt, bos=self.add_bos) if prompt else []
         else:
             ids = [int(t) for t in prompt]
@@ -260,8 +288,7 @@ class Engine:
 
     # ------------------------------------------------------------------ the step API
     @torch.inference_mode()
-    def add(self, prompt: str | Sequence[int], params: SamplingParams | None = None,
-            seed_offset: int = 0) -> list[int]:
+    def add(self, prompt: str | Sequence[int], params: SamplingParams | None = None, seed_offset: int = 0) -> list[int]:
         """Queue a request; it is prefilled at the next :meth:`step`. Returns one sequence id per
         sample (``params.n`` of them). Sample ``i`` uses seed ``params.seed + seed_offset + i``."""
         params = (params or SamplingParams()).validate()
@@ -344,8 +371,11 @@ class Engine:
         return len(self._rows)
 
     # ------------------------------------------------------------------ whole requests
-    def generate(self, prompts: Sequence[str | Sequence[int]], params: SamplingParams | None = None,
-                 ) -> list[list[Completion]]:
+    def generate(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        params: SamplingParams | None = None,
+    ) -> list[list[Completion]]:
         """Complete every prompt; ``result[i]`` holds the ``params.n`` completions of prompt ``i``.
 
         Prompts are batched (at most ``max_batch`` sequences at a time, new ones joining as others
@@ -393,11 +423,12 @@ class Engine:
     # ------------------------------------------------------------------ internals
     def _fit_prompt(self, ids: list[int], params: SamplingParams) -> list[int]:
         if len(ids) + params.max_new_tokens > self.context and params.truncate_prompt:
-            ids = ids[-max(1, self.context - params.max_new_tokens):]
+            ids = ids[-max(1, self.context - params.max_new_tokens) :]
         if len(ids) >= self.context:
             raise GenerationError(
                 f"prompt is {len(ids)} tokens but the model's context is {self.context}; shorten it, or ask "
-                "for left-truncation (truncate_prompt=True, --truncate) to keep its last tokens")
+                "for left-truncation (truncate_prompt=True, --truncate) to keep its last tokens"
+            )
         return ids
 
     def _ensure_cache(self, rows: int, length: int) -> None:
@@ -420,15 +451,16 @@ class Engine:
             else:
                 fresh.append(s)
         chunk: list[SeqState] = []
-        for s in fresh + [None]:
+        for s in [*fresh, None]:
             if s is None and not chunk:
                 break
-            if s is not None and (not chunk or (len(chunk) + 1) * max(len(c.prompt) for c in chunk + [s])
-                                  <= self.prefill_tokens):
+            if s is not None and (
+                not chunk or (len(chunk) + 1) * max(len(c.prompt) for c in [*chunk, s]) <= self.prefill_tokens
+            ):
                 chunk.append(s)
                 continue
             logits = self._prefill_forward(chunk)
-            for c, row_logits in zip(chunk, logits):
+            for c, row_logits in zip(chunk, logits, strict=True):
                 logits_of[c.id] = row_logits
             chunk = [s] if s is not None else []
         # followers (extra samples of a prompt) copy the leader's cache row
@@ -448,7 +480,7 @@ class Engine:
         T = max(lens)
         ids = torch.full((m, T), self.config.pad_token_id, dtype=torch.long)
         for i, s in enumerate(chunk):
-            ids[i, :lens[i]] = torch.tensor(s.prompt)
+            ids[i, : lens[i]] = torch.tensor(s.prompt)
         ids = ids.to(self.device)  # (m, T) right-padded
         pos = torch.arange(T, device=self.device).expand(m, T)  # (m, T)
         self.cache.bind(slice(r0, r0 + m), [0] * m, T)
@@ -507,7 +539,9 @@ class Engine:
                 counts=torch.stack([s.counts for s in group]) if pipe.needs_counts else None,
                 token_lists=[s.prompt + s.tokens for s in group] if pipe.needs_tokens else None,
                 n_generated=torch.tensor([len(s.tokens) for s in group], device=logits.device)
-                if pipe.stop_mask is not None else None)
+                if pipe.stop_mask is not None
+                else None,
+            )
             gens = [s.gen for s in group] if not pipe.p.greedy else None
             toks = sample(processed, pipe.p.greedy, gens)
             if len(idx) == len(seqs):
@@ -524,7 +558,7 @@ class Engine:
             chosen_lp = logp.gather(1, chosen[want][:, None])[:, 0].tolist()
             for j, i in enumerate(want):
                 k = seqs[i].params.logprobs
-                top = list(zip(top_i[j, :k].tolist(), top_v[j, :k].tolist())) if k else []
+                top = list(zip(top_i[j, :k].tolist(), top_v[j, :k].tolist(), strict=True)) if k else []
                 lps[i] = TokenLogprob(toks[i], chosen_lp[j], top)
         return [s.push(toks[i], lps.get(i)) for i, s in enumerate(seqs)]
 
@@ -539,7 +573,7 @@ class Engine:
             if keep:
                 self._done[s.id] = s
             if self.prefixes.capacity:
-                self.prefixes.remember((s.prompt + s.tokens)[:s.cache_len], self.cache, i)
+                self.prefixes.remember((s.prompt + s.tokens)[: s.cache_len], self.cache, i)
             last = self._rows.pop()
             if last is not s:
                 self.cache.copy_row(len(self._rows), i, last.cache_len)
@@ -590,14 +624,16 @@ class Engine:
             if pipe.needs_counts:
                 counts = torch.zeros(nb, V, device=dev)
                 for b, r in enumerate(running):
-                    counts[b].index_add_(0, torch.tensor(r[P:], dtype=torch.long, device=dev),
-                                         torch.ones(len(r) - P, device=dev))
-            logp = pipe(logp, seen=seen, counts=counts, token_lists=running,
-                        n_generated=torch.full((nb,), cur - P, device=dev))
+                    counts[b].index_add_(
+                        0, torch.tensor(r[P:], dtype=torch.long, device=dev), torch.ones(len(r) - P, device=dev)
+                    )
+            logp = pipe(
+                logp, seen=seen, counts=counts, token_lists=running, n_generated=torch.full((nb,), cur - P, device=dev)
+            )
             acc = (logp + run_scores[:, None]).reshape(-1)  # (nb * V,)
             top_lp, top_idx = torch.topk(acc, keep)
             beam_of, tok_of = top_idx // V, top_idx % V  # (keep,)
-            cand = [running[b] + [t] for b, t in zip(beam_of.tolist(), tok_of.tolist())]
+            cand = [running[b] + [t] for b, t in zip(beam_of.tolist(), tok_of.tolist(), strict=True)]
             hits = torch.isin(tok_of, stop_t) | (cur + 1 >= max_len)  # (keep,)
             # running beams for the next step: best non-finished candidates
             run_lp = top_lp + hits.float() * -1e9
@@ -624,11 +660,10 @@ class Engine:
                 best_len = max_len - P
             else:
                 best_len = cur - P
-            best_possible = run_scores[0] / (best_len ** params.length_penalty)
+            best_possible = run_scores[0] / (best_len**params.length_penalty)
             worst = fin_scores.min() if bool(fin_done.all()) else torch.tensor(-1e9)
             improvable = improvable and bool(best_possible > worst)
-            go_on = improvable and not (bool(fin_done.all()) and params.early_stopping is True) \
-                and not bool(hits.all())
+            go_on = improvable and not (bool(fin_done.all()) and params.early_stopping is True) and not bool(hits.all())
             if not go_on or cur >= max_len:
                 break
             # next step: reorder the cache to the surviving beams and feed their last tokens
@@ -639,7 +674,7 @@ class Engine:
             pos = torch.full((nb, 1), cur - 1, device=dev)
             logits = self.model(last, position_ids=pos, kv_cache=cache)[:, -1].float()
         out = []
-        for seq, score, done in list(zip(fin_seqs, fin_scores.tolist(), fin_done.tolist()))[:params.n]:
+        for seq, score in list(zip(fin_seqs, fin_scores.tolist(), strict=True))[: params.n]:
             gen = seq[P:]
             reason = "stop" if gen and gen[-1] in stop_ids else "length"
             text = ""

@@ -17,8 +17,16 @@ import torch
 
 
 class KVCache:
-    def __init__(self, n_layers: int, max_batch: int, max_len: int, n_kv_heads: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str):
+    def __init__(
+        self,
+        n_layers: int,
+        max_batch: int,
+        max_len: int,
+        n_kv_heads: int,
+        head_dim: int,
+        dtype: torch.dtype,
+        device: torch.device | str,
+    ):
         shape = (max_batch, n_kv_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
@@ -29,7 +37,7 @@ class KVCache:
         self._end = 0  # attend to slots [0, end)
 
     @classmethod
-    def for_model(cls, model, max_batch: int, max_len: int) -> "KVCache":
+    def for_model(cls, model, max_batch: int, max_len: int) -> KVCache:
         """A cache shaped for ``model``, on its device. Its dtype is the weights' dtype, except on
         CPU with bf16/fp16 weights: there it is fp32, because CPU attention kernels are several
         times slower in bf16 than in fp32 (docs/BENCHMARKS.md), at twice the cache memory."""
@@ -68,12 +76,12 @@ class KVCache:
         vc = self.v[layer_idx][self._rows]
         if self._start is not None:
             s, T = self._start, k.size(2)
-            kc[:, :, s:s + T].copy_(k)
-            vc[:, :, s:s + T].copy_(v)
+            kc[:, :, s : s + T].copy_(k)
+            vc[:, :, s : s + T].copy_(v)
         else:
             kc[self._row_idx, :, self._slots] = k.transpose(1, 2).to(kc.dtype)  # (n, T, K, D) into per-row slots
             vc[self._row_idx, :, self._slots] = v.transpose(1, 2).to(vc.dtype)
-        return kc[:, :, :self._end], vc[:, :, :self._end]
+        return kc[:, :, : self._end], vc[:, :, : self._end]
 
     def copy_row(self, src: int, dst: int, length: int) -> None:
         """Duplicate the first ``length`` slots of row ``src`` into row ``dst`` (prefix sharing,
@@ -90,10 +98,10 @@ class KVCache:
     def grow(self, max_batch: int, max_len: int) -> None:
         """Reallocate to at least (max_batch, max_len), keeping the contents."""
         B, S = max(max_batch, self.max_batch), max(max_len, self.max_len)
-        if (B, S) == (self.max_batch, self.max_len):
+        if (self.max_batch, self.max_len) == (B, S):
             return
         for lst in (self.k, self.v):
             for i, t in enumerate(lst):
                 new = t.new_zeros((B, t.size(1), S, t.size(3)))
-                new[:t.size(0), :, :t.size(2)] = t
+                new[: t.size(0), :, : t.size(2)] = t
                 lst[i] = new

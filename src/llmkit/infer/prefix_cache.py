@@ -30,19 +30,26 @@ class PrefixCache:
         if self.capacity <= 0 or n < MIN_REUSE:
             return
         if self._kv is None:
-            self._kv = KVCache(len(cache.k), self.capacity, n, cache.k[0].size(1), cache.k[0].size(3),
-                               cache.k[0].dtype, cache.k[0].device)
+            self._kv = KVCache(
+                len(cache.k),
+                self.capacity,
+                n,
+                cache.k[0].size(1),
+                cache.k[0].size(3),
+                cache.k[0].dtype,
+                cache.k[0].device,
+            )
         elif n > self._kv.max_len:
             self._kv.grow(self.capacity, n)
         # an entry this continues is replaced (a chat's next turn); else the oldest makes room
-        old = next((i for i, (t, _) in enumerate(self._entries) if tokens[:len(t)] == t), None)
+        old = next((i for i, (t, _) in enumerate(self._entries) if tokens[: len(t)] == t), None)
         if old is None and len(self._entries) >= self.capacity:
             old = 0
         if old is not None:
             dst = self._entries.pop(old)[1]
         else:
             dst = min(set(range(self.capacity)) - {r for _, r in self._entries})
-        for store, live in zip(self._kv.k + self._kv.v, cache.k + cache.v):
+        for store, live in zip(self._kv.k + self._kv.v, cache.k + cache.v, strict=True):
             store[dst, :, :n].copy_(live[row, :, :n])
         self._entries.append((list(tokens), dst))
 
@@ -59,7 +66,7 @@ class PrefixCache:
                 best, best_row = n, store_row
         if best < MIN_REUSE:
             return 0
-        for store, live in zip(self._kv.k + self._kv.v, cache.k + cache.v):
+        for store, live in zip(self._kv.k + self._kv.v, cache.k + cache.v, strict=True):
             live[row, :, :best].copy_(store[best_row, :, :best])
         self.reused_tokens += best
         return best

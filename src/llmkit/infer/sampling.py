@@ -94,10 +94,12 @@ class SamplingParams:
     truncate_prompt: bool = False
     """Left-truncate a prompt that does not fit the context instead of failing."""
 
-    def validate(self) -> "SamplingParams":
+    def validate(self) -> SamplingParams:
         """Raise GenerationError naming the first bad option; return self for chaining."""
+
         def bad(name, why):
             raise GenerationError(f"{name}={getattr(self, name)!r}: {why}")
+
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             bad("max_new_tokens", "must be a positive integer")
         if self.temperature is None or not self.temperature >= 0 or math.isinf(self.temperature):
@@ -128,7 +130,8 @@ class SamplingParams:
             if self.temperature > 0 and (self.top_k or self.top_p < 1 or self.min_p or self.typical_p < 1):
                 raise GenerationError(
                     f"num_beams={self.num_beams} with sampling options (top_k/top_p/min_p/typical_p) is not "
-                    "supported; beam search is deterministic: drop the sampling options or use num_beams=1")
+                    "supported; beam search is deterministic: drop the sampling options or use num_beams=1"
+                )
             if self.n > self.num_beams:
                 bad("n", f"must be <= num_beams={self.num_beams} (returns the n best beams)")
             if self.stop:
@@ -143,7 +146,7 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def with_(self, **kw) -> "SamplingParams":
+    def with_(self, **kw) -> SamplingParams:
         return replace(self, **kw)
 
 
@@ -151,6 +154,7 @@ PARAM_NAMES = tuple(f.name for f in fields(SamplingParams))
 
 
 # --- the processors (each matches transformers' processor of the same name) -------------------
+
 
 def apply_logit_bias(logits: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """logits (N, V) + bias (V,) or (N, V)."""
@@ -174,8 +178,9 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return torch.where(seen, penalized, logits)
 
 
-def apply_presence_frequency(logits: torch.Tensor, counts: torch.Tensor, presence: float,
-                             frequency: float) -> torch.Tensor:
+def apply_presence_frequency(
+    logits: torch.Tensor, counts: torch.Tensor, presence: float, frequency: float
+) -> torch.Tensor:
     """OpenAI: ``logit[j] - counts[j] * frequency - (counts[j] > 0) * presence`` (counts over output)."""
     return logits - counts * frequency - (counts > 0).to(logits.dtype) * presence
 
@@ -184,8 +189,8 @@ def banned_ngram_tokens(tokens: list[int], n: int) -> list[int]:
     """Tokens that would complete an n-gram already present in ``tokens``."""
     if len(tokens) < n:
         return []
-    prefix = tuple(tokens[len(tokens) - n + 1:])
-    return [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i:i + n - 1]) == prefix]
+    prefix = tuple(tokens[len(tokens) - n + 1 :])
+    return [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i : i + n - 1]) == prefix]
 
 
 def apply_no_repeat_ngram(logits: torch.Tensor, token_lists: list[list[int]], n: int) -> torch.Tensor:
@@ -254,6 +259,7 @@ def apply_typical_p(logits: torch.Tensor, mass: float) -> torch.Tensor:
 
 # --- the chain ----------------------------------------------------------------------------------
 
+
 class LogitsPipeline:
     """The processors enabled by one ``SamplingParams``, precomputed once per request.
 
@@ -281,15 +287,27 @@ class LogitsPipeline:
         self.needs_counts = bool(params.presence_penalty or params.frequency_penalty)
         self.needs_tokens = params.no_repeat_ngram_size > 0
         # pipelines with equal keys process logits identically, so the engine runs their rows as one group
-        self.key = (tuple(sorted((params.logit_bias or {}).items())), params.repetition_penalty,
-                    params.presence_penalty, params.frequency_penalty, params.no_repeat_ngram_size,
-                    None if params.allowed_token_ids is None else tuple(sorted(params.allowed_token_ids)),
-                    tuple(sorted(params.banned_token_ids or ())), params.min_new_tokens,
-                    tuple(stop_ids) if self.stop_mask is not None else (), params.temperature, params.top_k,
-                    params.top_p, params.min_p, params.typical_p, params.num_beams > 1)
+        self.key = (
+            tuple(sorted((params.logit_bias or {}).items())),
+            params.repetition_penalty,
+            params.presence_penalty,
+            params.frequency_penalty,
+            params.no_repeat_ngram_size,
+            None if params.allowed_token_ids is None else tuple(sorted(params.allowed_token_ids)),
+            tuple(sorted(params.banned_token_ids or ())),
+            params.min_new_tokens,
+            tuple(stop_ids) if self.stop_mask is not None else (),
+            params.temperature,
+            params.top_k,
+            params.top_p,
+            params.min_p,
+            params.typical_p,
+            params.num_beams > 1,
+        )
 
-    def __call__(self, logits: torch.Tensor, seen=None, counts=None, token_lists=None,
-                 n_generated: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(
+        self, logits: torch.Tensor, seen=None, counts=None, token_lists=None, n_generated: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """logits (N, V) fp32 -> processed logits (N, V). Greedy skips the truncation steps."""
         p = self.p
         if self.bias is not None:

@@ -21,8 +21,8 @@ rolled back by resetting lengths (stale slots are simply overwritten).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -57,8 +57,15 @@ class SpeculativeDecoder:
     ``num_draft_tokens`` is k; ``lookup_ngram`` the longest n-gram prompt lookup tries to match.
     """
 
-    def __init__(self, engine: Engine, draft_model=None, *, num_draft_tokens: int = 4,
-                 prompt_lookup: bool = False, lookup_ngram: int = 3):
+    def __init__(
+        self,
+        engine: Engine,
+        draft_model=None,
+        *,
+        num_draft_tokens: int = 4,
+        prompt_lookup: bool = False,
+        lookup_ngram: int = 3,
+    ):
         if draft_model is None and not prompt_lookup:
             raise GenerationError("speculative decoding needs a draft model or prompt_lookup=True")
         if num_draft_tokens < 1:
@@ -66,8 +73,10 @@ class SpeculativeDecoder:
         if draft_model is not None:
             dv, tv = draft_model.config.vocab_size, engine.config.vocab_size
             if dv != tv:
-                raise GenerationError(f"the draft model's vocabulary ({dv} tokens) differs from the target's ({tv}); "
-                                      "speculative decoding needs a draft trained with the same tokenizer")
+                raise GenerationError(
+                    f"the draft model's vocabulary ({dv} tokens) differs from the target's ({tv}); "
+                    "speculative decoding needs a draft trained with the same tokenizer"
+                )
         self.engine = engine
         self.target = engine.model
         self.draft = draft_model.eval() if draft_model is not None else None
@@ -86,8 +95,7 @@ class SpeculativeDecoder:
 
     def stream(self, prompt, params: SamplingParams | None = None) -> Iterator[StepOutput]:
         """One :class:`StepOutput` per generated token, as :meth:`Engine.stream`."""
-        for out in self._run(prompt, params, stream=True):
-            yield out
+        yield from self._run(prompt, params, stream=True)
 
     # ------------------------------------------------------------------ the loop
     @torch.inference_mode()
@@ -114,7 +122,7 @@ class SpeculativeDecoder:
             self.stats.target_forwards += 1
             self._tlen = len(history) + accepted  # the target's cache is valid up to here
             self._dlen = min(self._dlen, len(history) + accepted)
-            for tok, lp in zip(new, lps):
+            for tok, lp in zip(new, lps, strict=True):
                 out = seq.push(tok, lp)
                 self.stats.tokens += 1
                 if stream:
@@ -126,9 +134,9 @@ class SpeculativeDecoder:
 
     def _verify(self, seq: SeqState, history: list[int], drafts: list[int], q, cache: KVCache):
         """Run the target on the unseen tokens + drafts; return (new tokens, logprobs, #accepted)."""
-        feed = history[self._tlen:] + drafts  # (T,) at least the last token
+        feed = history[self._tlen :] + drafts  # (T,) at least the last token
         start = self._tlen
-        logits = _forward(self.target, feed, start, cache)[-(len(drafts) + 1):]  # (k+1, V)
+        logits = _forward(self.target, feed, start, cache)[-(len(drafts) + 1) :]  # (k+1, V)
         p_logits = _process(seq, logits, drafts)
         greedy = seq.params.greedy
         gen = seq.gen
@@ -157,23 +165,22 @@ class SpeculativeDecoder:
             break
         if not rejected:  # all accepted: the bonus token from p_{k+1}
             last = p_logits[len(drafts)]
-            new.append(int(last.argmax()) if greedy else
-                       int(torch.multinomial(last.softmax(-1), 1, generator=gen)))
+            new.append(int(last.argmax()) if greedy else int(torch.multinomial(last.softmax(-1), 1, generator=gen)))
         lps = [None] * len(new)
         if seq.params.logprobs is not None:
-            logp = F.log_softmax(logits[:len(new)], -1)
+            logp = F.log_softmax(logits[: len(new)], -1)
             k = seq.params.logprobs
             lps = []
             for i, t in enumerate(new):
                 top = []
                 if k:
                     values, indices = logp[i].topk(k)
-                    top = list(zip(indices.tolist(), values.tolist()))
+                    top = list(zip(indices.tolist(), values.tolist(), strict=True))
                 lps.append(TokenLogprob(t, float(logp[i, t]), top))
         return new, lps, accepted
 
     def _propose_draft(self, seq: SeqState, history: list[int], k: int, cache: KVCache):
-        feed = history[self._dlen:]
+        feed = history[self._dlen :]
         logits = _forward(self.draft, feed, self._dlen, cache)[-1:]  # (1, V)
         self._dlen = len(history)
         drafts, qs = [], []
@@ -199,8 +206,8 @@ class SpeculativeDecoder:
         for n in range(min(self.lookup_ngram, len(history) - 1), 0, -1):
             tail = history[-n:]
             for start in range(len(history) - n - 1, -1, -1):
-                if history[start:start + n] == tail:
-                    return history[start + n:start + n + k]
+                if history[start : start + n] == tail:
+                    return history[start + n : start + n + k]
         return []
 
 
@@ -240,7 +247,12 @@ def _process(seq: SeqState, logits: torch.Tensor, drafts: list[int], rows: list[
             for t in drafts[:j]:
                 counts[r, t] += 1
     history = seq.prompt + seq.tokens
-    return pipe(logits, seen=seen, counts=counts,
-                token_lists=[history + drafts[:j] for j in rows] if pipe.needs_tokens else None,
-                n_generated=torch.tensor([len(seq.tokens) + j for j in rows], device=logits.device)
-                if pipe.stop_mask is not None else None)
+    return pipe(
+        logits,
+        seen=seen,
+        counts=counts,
+        token_lists=[history + drafts[:j] for j in rows] if pipe.needs_tokens else None,
+        n_generated=torch.tensor([len(seq.tokens) + j for j in rows], device=logits.device)
+        if pipe.stop_mask is not None
+        else None,
+    )

@@ -20,8 +20,9 @@ the storage it was built from: ``.to()`` or a reassigned weight turns it off.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -29,12 +30,11 @@ from torch import nn
 
 from llmkit.errors import LLMKitError
 
-
 PACK_ROWS_HINT = 16
 """Rows per matmul that oneDNN's blocked layout is chosen for (it stays correct for any count)."""
 
 
-@lru_cache(maxsize=None)
+@cache
 def onednn_linear_works(dtype: torch.dtype) -> bool:
     """True if oneDNN's linear (dense and packed weights) runs here and agrees with F.linear."""
     try:
@@ -63,8 +63,7 @@ class FastLinear:
     for this object to be usable (:meth:`ready` checks their data pointers, which is cheap).
     """
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, owners: list[torch.Tensor],
-                 pack: bool):
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, owners: list[torch.Tensor], pack: bool):
         self.weight: torch.Tensor | None = weight  # None once released
         self.bias = bias
         self._owners = owners
@@ -98,11 +97,14 @@ class FastLinear:
 
     def ready(self) -> bool:
         """True if the owners still live where this was built; repacks if training changed them."""
-        for p, ptr in zip(self._owners, self._ptrs):
+        for p, ptr in zip(self._owners, self._ptrs, strict=True):
             if p.data_ptr() != ptr:
                 return False
-        if self.packed is not None and self.weight is not None \
-                and sum(p._version for p in self._tracked) != self._packed_version:
+        if (
+            self.packed is not None
+            and self.weight is not None
+            and sum(p._version for p in self._tracked) != self._packed_version
+        ):
             self._repack()
         return True
 
@@ -117,8 +119,7 @@ class FastLinear:
 
 def _has_version_counter(t: torch.Tensor) -> bool:
     try:
-        t._version
-        return True
+        return t._version >= 0
     except RuntimeError:
         return False
 
@@ -138,9 +139,9 @@ def fuse_linears(linears: list[nn.Linear], pack: bool) -> FastLinear:
             off = 0
             for lin in linears:
                 n = lin.out_features
-                lin.weight.data = w[off:off + n]  # (n, K) contiguous view
+                lin.weight.data = w[off : off + n]  # (n, K) contiguous view
                 if b is not None:
-                    lin.bias.data = b[off:off + n]
+                    lin.bias.data = b[off : off + n]
                 off += n
     owners = [lin.weight for lin in linears] + [lin.bias for lin in linears if lin.bias is not None]
     return FastLinear(w, b, owners, pack)
@@ -152,8 +153,10 @@ def current(fast: dict[str, FastLinear] | None) -> dict[str, FastLinear] | None:
         return None
     if torch.is_grad_enabled() or not all(f.ready() for f in fast.values()):
         if any(f.weight is None for f in fast.values()):
-            raise InferenceOnlyError("this model was loaded for inference only (its weights were packed for "
-                                     "the engine and the trainable copies freed); load it again to train or move it")
+            raise InferenceOnlyError(
+                "this model was loaded for inference only (its weights were packed for "
+                "the engine and the trainable copies freed); load it again to train or move it"
+            )
         return None
     return fast
 
@@ -179,11 +182,15 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
         if fast is not None and all(f.ready() for f in fast.values()):
             continue
         if isinstance(mod, Attention):
-            mod.fast = {"qkv": fuse_linears([mod.q_proj, mod.k_proj, mod.v_proj], pack),
-                        "o": fuse_linears([mod.o_proj], pack)}
+            mod.fast = {
+                "qkv": fuse_linears([mod.q_proj, mod.k_proj, mod.v_proj], pack),
+                "o": fuse_linears([mod.o_proj], pack),
+            }
         elif isinstance(mod, MLP):
-            mod.fast = {"gate_up": fuse_linears([mod.gate_proj, mod.up_proj], pack),
-                        "down": fuse_linears([mod.down_proj], pack)}
+            mod.fast = {
+                "gate_up": fuse_linears([mod.gate_proj, mod.up_proj], pack),
+                "down": fuse_linears([mod.down_proj], pack),
+            }
         elif isinstance(mod, Transformer):
             mod.fast = {"head": fuse_linears([mod.lm_head], pack)}
         else:
@@ -200,7 +207,5 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
 def _return_freed_memory() -> None:
     """Hand the freed dense weights back to the OS: glibc keeps freed heap memory for reuse
     otherwise, and the process would look (and stay) twice its size."""
-    try:
+    with contextlib.suppress(OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
-        pass

@@ -39,25 +39,26 @@ def rope_inv_freq(config: ModelConfig, seq_len: int | None = None) -> tuple[torc
     rs = config.rope_scaling or {}
     kind = rs.get("rope_type", rs.get("type", "default"))
     if kind == "default":
-        return 1.0 / (base ** exponents), 1.0
+        return 1.0 / (base**exponents), 1.0
     if kind not in ("linear", "dynamic", "yarn", "llama3"):
-        raise ConfigError(f"model.rope_scaling rope_type={kind!r} is not supported; "
-                          "use linear, dynamic, yarn or llama3")
+        raise ConfigError(
+            f"model.rope_scaling rope_type={kind!r} is not supported; use linear, dynamic, yarn or llama3"
+        )
     factor = rs.get("factor")
     if factor is None and kind == "yarn" and "original_max_position_embeddings" in rs:
         factor = config.max_position_embeddings / rs["original_max_position_embeddings"]
     if not isinstance(factor, (int, float)) or factor < 1:
         raise ConfigError(f"model.rope_scaling factor={factor!r} must be a number >= 1")
     if kind == "linear":
-        return 1.0 / (base ** exponents) / factor, 1.0
+        return 1.0 / (base**exponents) / factor, 1.0
     if kind == "dynamic":
         max_pos = config.max_position_embeddings
         L = max(seq_len or max_pos, max_pos)
         base = base * ((factor * L / max_pos) - (factor - 1)) ** (d / (d - 2))
-        return 1.0 / (base ** exponents), 1.0
+        return 1.0 / (base**exponents), 1.0
     original = rs.get("original_max_position_embeddings", config.max_position_embeddings)
     if kind == "llama3":
-        inv_freq = 1.0 / (base ** exponents)
+        inv_freq = 1.0 / (base**exponents)
         low, high = rs.get("low_freq_factor", 1.0), rs.get("high_freq_factor", 4.0)
         low_wavelen, high_wavelen = original / low, original / high
         wavelen = 2 * math.pi / inv_freq
@@ -66,6 +67,7 @@ def rope_inv_freq(config: ModelConfig, seq_len: int | None = None) -> tuple[torc
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
         return torch.where(medium, smoothed, scaled), 1.0
+
     # yarn
     def mscale(scale, m=1.0):
         return 1.0 if scale <= 1 else 0.1 * m * math.log(scale) + 1.0
@@ -88,7 +90,7 @@ def rope_inv_freq(config: ModelConfig, seq_len: int | None = None) -> tuple[torc
     if lo == hi:
         hi += 0.001
     ramp = ((torch.arange(d // 2, dtype=torch.float32, device="cpu") - lo) / (hi - lo)).clamp(0, 1)  # (d/2,)
-    pos_freqs = base ** exponents
+    pos_freqs = base**exponents
     extrapolate = 1 - ramp
     inv_freq = (1.0 / (factor * pos_freqs)) * (1 - extrapolate) + (1.0 / pos_freqs) * extrapolate
     return inv_freq, attention

@@ -70,9 +70,9 @@ class Attention(nn.Module):
         fast = current(self.fast)
         if fast:  # inference: one matmul for q, k, v; RoPE applied to q and k together
             qkv = fast["qkv"](x)  # (B, T, (H + 2K) * D)
-            qk = apply_rope(qkv[..., :(H + K) * D].view(B, T, H + K, D), cos, sin)  # (B, T, H + K, D)
+            qk = apply_rope(qkv[..., : (H + K) * D].view(B, T, H + K, D), cos, sin)  # (B, T, H + K, D)
             q, k = qk[:, :, :H], qk[:, :, H:]
-            v = qkv[..., (H + K) * D:].view(B, T, K, D)
+            v = qkv[..., (H + K) * D :].view(B, T, K, D)
         else:
             q = apply_rope(self.q_proj(x).view(B, T, H, D), cos, sin)  # (B, T, H, D)
             k = apply_rope(self.k_proj(x).view(B, T, K, D), cos, sin)  # (B, T, K, D)
@@ -95,10 +95,10 @@ class MLP(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        C, I = config.hidden_size, config.intermediate_size
-        self.gate_proj = nn.Linear(C, I, bias=False)
-        self.up_proj = nn.Linear(C, I, bias=False)
-        self.down_proj = nn.Linear(I, C, bias=False)
+        C, inner = config.hidden_size, config.intermediate_size
+        self.gate_proj = nn.Linear(C, inner, bias=False)
+        self.up_proj = nn.Linear(C, inner, bias=False)
+        self.down_proj = nn.Linear(inner, C, bias=False)
         self.fast = None  # {"gate_up", "down"}: FastLinears set by model.inference.prepare_for_inference
 
     def forward(self, x):
@@ -130,8 +130,11 @@ class LlamaBody(nn.Module):
         # a skeleton on the meta device (a checkpoint being loaded) skips nn.Embedding's own init:
         # normal_ on meta imports torch._dynamo, a second of every CLI start
         skeleton = torch.empty(0).is_meta
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size,
-                                         _weight=torch.empty(config.vocab_size, config.hidden_size) if skeleton else None)
+        self.embed_tokens = nn.Embedding(
+            config.vocab_size,
+            config.hidden_size,
+            _weight=torch.empty(config.vocab_size, config.hidden_size) if skeleton else None,
+        )
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)

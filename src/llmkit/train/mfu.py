@@ -7,14 +7,15 @@ throughput of square matmuls in the training dtype on the training device.
 from __future__ import annotations
 
 import time
-from functools import lru_cache
+from functools import cache
 
 import torch
 
 
-@lru_cache(maxsize=None)
-def measure_peak_flops(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024,
-                       seconds: float = 0.5) -> float:
+@cache
+def measure_peak_flops(
+    device: str = "cpu", dtype: torch.dtype = torch.float32, n: int = 1024, seconds: float = 0.5
+) -> float:
     """Best observed FLOP/s of an (n, n) @ (n, n) matmul over about ``seconds``."""
     dev = torch.device(device)
     a = torch.randn(n, n, device=dev, dtype=dtype)

@@ -60,8 +60,7 @@ class Muon(torch.optim.Optimizer):
     Decoupled weight decay as in AdamW.
     """
 
-    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0,
-                 ns_steps: int = 5):
+    def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5):
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay, ns_steps=ns_steps))
 
     @torch.no_grad()
@@ -103,13 +102,20 @@ def build_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Opt
     no_decay = [p for n, p in unique if p.dim() < 2]
     fused = {"fused": True} if any(p.is_cuda for p in decay) else {}
     adamw = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay, "initial_lr": cfg.lr},
-         {"params": no_decay, "weight_decay": 0.0, "initial_lr": cfg.lr}],
-        lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=1e-8, **fused)
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay, "initial_lr": cfg.lr},
+            {"params": no_decay, "weight_decay": 0.0, "initial_lr": cfg.lr},
+        ],
+        lr=cfg.lr,
+        betas=(cfg.beta1, cfg.beta2),
+        eps=1e-8,
+        **fused,
+    )
     optimizers: list[torch.optim.Optimizer] = [adamw]
     if muon:
-        optimizers.append(Muon([{"params": muon, "initial_lr": cfg.muon_lr}], lr=cfg.muon_lr,
-                               weight_decay=cfg.weight_decay))
+        optimizers.append(
+            Muon([{"params": muon, "initial_lr": cfg.muon_lr}], lr=cfg.muon_lr, weight_decay=cfg.weight_decay)
+        )
     return optimizers
 
 

@@ -24,11 +24,22 @@ if TYPE_CHECKING:
 
 
 class PretrainTask:
-    def __init__(self, train: TokenShards, val: dict[str, TokenShards], seq_len: int, batch_size: int,
-                 token_bytes: torch.Tensor, seed: int = 1337, eval_batches: int = 8, device="cpu"):
+    def __init__(
+        self,
+        train: TokenShards,
+        val: dict[str, TokenShards],
+        seq_len: int,
+        batch_size: int,
+        token_bytes: torch.Tensor,
+        seed: int = 1337,
+        eval_batches: int = 8,
+        device="cpu",
+    ):
         if len(train) < seq_len + 2:
-            raise DataError(f"training corpus has {len(train)} tokens, fewer than one sequence "
-                            f"(train.seq_len={seq_len}); add text or lower train.seq_len")
+            raise DataError(
+                f"training corpus has {len(train)} tokens, fewer than one sequence "
+                f"(train.seq_len={seq_len}); add text or lower train.seq_len"
+            )
         self.train = train
         self.val = {k: v for k, v in val.items() if len(v) >= 2}
         self.seq_len = seq_len
@@ -45,7 +56,7 @@ class PretrainTask:
     def batch(self, step: int, index: int, total: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         starts = torch.randint(0, len(self.train) - self.seq_len - 1, (total * self.batch_size,), generator=g)
-        mine = starts[index * self.batch_size:(index + 1) * self.batch_size]
+        mine = starts[index * self.batch_size : (index + 1) * self.batch_size]
         xy = self._windows(self.train, mine.tolist()).to(self.device)  # (B, T+1)
         return {"input_ids": xy[:, :-1], "labels": xy[:, 1:], "count": xy.shape[0] * self.seq_len}
 
@@ -66,16 +77,21 @@ class PretrainTask:
             T = min(self.seq_len, len(shards) - 1)
             n = self.eval_batches * self.batch_size
             starts = np.linspace(0, len(shards) - T - 1, num=n).astype(np.int64)
-            starts = np.unique(starts)[info.rank::info.world_size]
+            starts = np.unique(starts)[info.rank :: info.world_size]
             stats = torch.zeros(3, dtype=torch.float64, device=self.device)  # nats, bytes, tokens
             for i in range(0, len(starts), self.batch_size):
-                rows = [shards.window(int(s), T + 1) for s in starts[i:i + self.batch_size]]
+                rows = [shards.window(int(s), T + 1) for s in starts[i : i + self.batch_size]]
                 xy = torch.from_numpy(np.stack(rows).astype(np.int64)).to(self.device)  # (b, T+1)
                 logits = model(xy[:, :-1])  # (b, T, V)
                 nats = F.cross_entropy(logits.float().flatten(0, 1), xy[:, 1:].flatten(), reduction="none")
                 nbytes = self.token_bytes[xy[:, 1:].flatten()]
-                stats += torch.stack([nats.sum().double(), nbytes.sum().double(),
-                                      torch.tensor(float(nats.numel()), dtype=torch.float64, device=self.device)])
+                stats += torch.stack(
+                    [
+                        nats.sum().double(),
+                        nbytes.sum().double(),
+                        torch.tensor(float(nats.numel()), dtype=torch.float64, device=self.device),
+                    ]
+                )
             stats = distributed.all_reduce_sum(stats, info)
             nats_sum, bytes_sum, ntok = stats.tolist()
             if ntok == 0:

@@ -17,9 +17,10 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -89,8 +90,16 @@ class Trainer:
     Hugging Face model files directly in ``out_dir``.
     """
 
-    def __init__(self, model: nn.Module, task: Task, cfg: TrainConfig, out_dir: Path, tokenizer=None,
-                 extra_config: dict | None = None, on_log: Callable[[dict], None] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        cfg: TrainConfig,
+        out_dir: Path,
+        tokenizer=None,
+        extra_config: dict | None = None,
+        on_log: Callable[[dict], None] | None = None,
+    ):
         cfg.validate()
         self.cfg = cfg
         self.task = task
@@ -129,7 +138,7 @@ class Trainer:
                 "numpy_pos": int(np.random.get_state()[2]),
             },
             "data_position": {"step": self.step},
-            "train_config": {k: v for k, v in vars(self.cfg).items()},
+            "train_config": dict(vars(self.cfg).items()),
         }
 
     def _load_state(self, path: Path) -> None:
@@ -137,7 +146,7 @@ class Trainer:
 
         load_model_weights(self.raw_model, path)
         state = load_trainer_state(path)
-        for opt, sd in zip(self.optimizers, state["optimizers"]):
+        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
             opt.load_state_dict(sd)
         self.step = int(state["step"])
         rng = state["rng"]
@@ -156,8 +165,11 @@ class Trainer:
             return False
         self._load_state(latest)
         if self.info.is_main and self.metrics_path.exists():
-            kept = [line for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= self.step]
+            kept = [
+                line
+                for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.step
+            ]
             from llmkit.checkpoint import atomic_write_text
 
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
@@ -187,16 +199,14 @@ class Trainer:
 
     def _save(self) -> None:
         if self.info.is_main:
-            self.ckpts.save(self.step, self.raw_model, self.tokenizer, self._state(),
-                            extra_config=self.extra_config)
+            self.ckpts.save(self.step, self.raw_model, self.tokenizer, self._state(), extra_config=self.extra_config)
         distributed.barrier(self.info)
 
     def train_step(self) -> dict[str, float]:
         """One optimizer step: accumulate micro-batches, clip, update. Returns step metrics."""
         cfg, info = self.cfg, self.info
         total = cfg.grad_accum * info.world_size
-        batches = [self.task.batch(self.step, m * info.world_size + info.rank, total)
-                   for m in range(cfg.grad_accum)]
+        batches = [self.task.batch(self.step, m * info.world_size + info.rank, total) for m in range(cfg.grad_accum)]
         count = torch.tensor(float(sum(float(b["count"]) for b in batches)), device=self.device)
         count = distributed.all_reduce_sum(count, info)  # global normaliser: exact token-weighted mean
         set_lr(self.optimizers, lr_factor(self.step, cfg))
@@ -214,8 +224,9 @@ class Trainer:
             tokens += self.task.tokens(batch)
             for k, v in more.items():
                 extra[k] = extra.get(k, 0.0) + float(v) / len(batches)
-        grad_norm = nn.utils.clip_grad_norm_(self.raw_model.parameters(),
-                                             cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        grad_norm = nn.utils.clip_grad_norm_(
+            self.raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
+        )
         for opt in self.optimizers:
             opt.step()
         for opt in self.optimizers:
@@ -223,8 +234,13 @@ class Trainer:
         loss_sum = distributed.all_reduce_sum(loss_sum, info)
         _nan_guard((loss_sum / count).item(), f"step {self.step + 1}")
         self.step += 1
-        return {"loss": (loss_sum / count).item(), "grad_norm": float(grad_norm),
-                "lr": self.optimizers[0].param_groups[0]["lr"], "tokens": tokens * info.world_size, **extra}
+        return {
+            "loss": (loss_sum / count).item(),
+            "grad_norm": float(grad_norm),
+            "lr": self.optimizers[0].param_groups[0]["lr"],
+            "tokens": tokens * info.world_size,
+            **extra,
+        }
 
     def fit(self) -> TrainResult:
         cfg, info = self.cfg, self.info
@@ -252,8 +268,12 @@ class Trainer:
                 now = time.perf_counter()
                 tps = window_tokens / max(now - window_t, 1e-9)
                 window_tokens, window_t = 0, now
-                row.update(step=self.step, tokens_per_s=tps, mfu=tps * flops_per_token / peak if peak else 0.0,
-                           elapsed_s=now - t_start)
+                row.update(
+                    step=self.step,
+                    tokens_per_s=tps,
+                    mfu=tps * flops_per_token / peak if peak else 0.0,
+                    elapsed_s=now - t_start,
+                )
                 self._log(row)
                 bar.update(self.step, row)
             else:
@@ -318,10 +338,15 @@ class _Progress:
     def note(self, metrics: dict[str, float]) -> None:
         if not self.enabled:
             return
-        self.extra = "".join(f" | {k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k.startswith("val"))
+        self.extra = "".join(
+            f" | {k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float) and k.startswith("val")
+        )
         if self.bar is None:
-            print("eval   " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
-                  file=sys.stderr, flush=True)
+            print(
+                "eval   " + " | ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)),
+                file=sys.stderr,
+                flush=True,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
