@@ -44,7 +44,8 @@ def test_cpu_micro_speedrun_end_to_end(micro_run):
         "base/model.safetensors",
         "base/metrics.jsonl",
         "base/loss.png",
-        "base/samples.json",
+        "samples/base.json",
+        "stages.json",
         "report.md",
     ):
         assert (run_dir / rel).exists(), rel

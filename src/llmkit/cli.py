@@ -10,12 +10,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import pkgutil
 import sys
 
 from llmkit import __version__
 from llmkit.errors import LLMKitError
 
-COMMANDS = ["data", "tokenizer", "pretrain", "sample", "speedrun", "generate", "chat"]
+
+def command_names() -> list[str]:
+    """Every verb: the modules of ``llmkit.commands`` (``_``-prefixed ones are shared helpers).
+    A module's ``ORDER`` places it in ``--help`` (pipeline order); ties sort by name."""
+    import llmkit.commands as package
+
+    names = [m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_")]
+    modules = {n: importlib.import_module(f"llmkit.commands.{n}") for n in names}
+    return sorted(names, key=lambda n: (getattr(modules[n], "ORDER", 100), n))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,14 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"llmkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors (anywhere on the line)")
     sub = parser.add_subparsers(dest="command", metavar="<verb>")
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"llmkit.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"llmkit.commands.{name}":
-                continue  # a verb that is not part of this build
-            raise
-        module.register(sub)
+    for name in command_names():
+        importlib.import_module(f"llmkit.commands.{name}").register(sub)
     return parser
 
 

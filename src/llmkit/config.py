@@ -284,6 +284,14 @@ class SampleConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """Which stages a run has, in order (see ``llmkit/stages/``)."""
+
+    stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples"])
+    """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
+
+
+@dataclass
 class RunConfig:
     """Everything a speedrun needs; the YAML presets are partial dicts of this."""
 
@@ -292,6 +300,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     preset: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -452,10 +461,14 @@ def field_docs() -> list[tuple[str, str, str]]:
                     docs[(node.name, a.target.id)] = text
     out = []
     run = RunConfig()
-    for section in ("data", "tokenizer", "model", "train", "sample"):
-        obj = getattr(run, section)
+    for section in fields(run):
+        obj = getattr(run, section.name)
+        if not dataclasses.is_dataclass(obj):
+            continue
         for f in fields(obj):
-            out.append((f"{section}.{f.name}", repr(getattr(obj, f.name)), docs.get((type(obj).__name__, f.name), "")))
+            out.append(
+                (f"{section.name}.{f.name}", repr(getattr(obj, f.name)), docs.get((type(obj).__name__, f.name), ""))
+            )
     return out
 
 

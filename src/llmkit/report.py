@@ -80,8 +80,6 @@ def write_report(run_dir: Path, sections: dict[str, Any]) -> Path:
         else:
             parts.append(str(body))
         parts.append("")
-    if (run_dir / "base" / "loss.png").is_file():
-        parts += ["## Loss curve", "", "![loss](base/loss.png)", ""]
     cfg = run_dir / "config.yaml"
     if cfg.is_file():
         parts += ["## Config", "", "```yaml", cfg.read_text(encoding="utf-8").rstrip(), "```", ""]

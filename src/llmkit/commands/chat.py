@@ -174,6 +174,9 @@ class ChatSession:
         )
 
 
+ORDER = 70  # place in `llmkit --help`: pipeline order
+
+
 def register(sub) -> None:
     from llmkit.commands._common import add_model_args
     from llmkit.commands.generate import add_decoding_args

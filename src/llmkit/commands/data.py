@@ -6,6 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+ORDER = 10  # place in `llmkit --help`: pipeline order
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

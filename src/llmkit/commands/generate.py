@@ -88,6 +88,9 @@ def params_from_args(args):
     return SamplingParams(**kw).validate()
 
 
+ORDER = 60  # place in `llmkit --help`: pipeline order
+
+
 def register(sub) -> None:
     from llmkit.commands._common import add_model_args
 

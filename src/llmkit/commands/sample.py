@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+ORDER = 50  # place in `llmkit --help`: pipeline order
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from llmkit.commands._common import add_model_args

@@ -27,6 +27,9 @@ SAMPLES = {
 }
 
 
+ORDER = 20  # place in `llmkit --help`: pipeline order
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tokenizer",
