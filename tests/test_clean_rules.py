@@ -90,9 +90,9 @@ def test_language_identification_chinese_english_mixed():
 def test_unknown_language_code_is_a_config_error():
     with pytest.raises(ConfigError, match=r"clean.languages: unknown language code 'english'"):
         validate(CleanConfig(languages=["english"]))
-    with pytest.raises(ConfigError, match="clean.lang_thresholds"):
+    with pytest.raises(ConfigError, match=r"clean\.lang_thresholds"):
         validate(CleanConfig(lang_thresholds={"cn": 0.5}))
-    with pytest.raises(ConfigError, match="clean.dedup='fuzzy'"):
+    with pytest.raises(ConfigError, match=r"clean\.dedup='fuzzy'"):
         validate(CleanConfig(dedup="fuzzy"))
 
 
@@ -133,7 +133,10 @@ def test_english_rules_do_not_drop_chinese_poetry_or_mixed_text():
 
 
 def test_boilerplate_lines_are_removed_and_prose_kept():
-    text = "Accept cookies to use this site | Privacy Policy\n正文在这里，床前明月光。\n版权所有 © 2024 某某网\nI will subscribe to that."
+    text = (
+        "Accept cookies to use this site | Privacy Policy\n正文在这里，床前明月光。\n"
+        "版权所有 © 2024 某某网\nI will subscribe to that."
+    )
     out, n = quality.strip_boilerplate(text)
     assert n == 2 and out == "正文在这里，床前明月光。\nI will subscribe to that."
     assert quality.strip_boilerplate(VERSE) == (VERSE, 0)

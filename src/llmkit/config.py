@@ -79,7 +79,7 @@ class CleanConfig:
     """Replace e-mail addresses, phone numbers, IP addresses and Chinese ID numbers with <EMAIL>, ..."""
     dedup: str = "near"
     """``near`` (exact + MinHash LSH near-duplicates), ``exact`` (identical token sequences), ``off``."""
-    near_threshold: float = 0.8
+    near_threshold: float = 0.7
     """Near-duplicates: estimated Jaccard similarity of shingle sets at or above which a copy is removed."""
     shingle_size: int = 5
     """Near-duplicates: tokens per shingle."""

@@ -68,7 +68,10 @@ class NearDuplicateIndex:
         from datasketch import MinHashLSH
 
         self.threshold, self.num_perm = threshold, num_perm
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+        # Candidates are verified against the threshold, so the banding may err towards recall:
+        # datasketch's default (equal weights) finds only 44% of pairs at exactly J = 0.7 (14 bands
+        # of 9 rows); weights (0.1, 0.9) choose 20 bands of 6 rows and find 92%, and 98% at J = 0.75.
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, weights=(0.1, 0.9))
         self.kept: dict[int, np.ndarray] = {}
 
     def _minhash(self, sig: np.ndarray):
