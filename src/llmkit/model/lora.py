@@ -174,9 +174,6 @@ def save_adapter(model: nn.Module, cfg: LoraConfig, directory: Path, base_path=N
     try:
         save_file(adapter_state_dict(model), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         config = cfg.to_peft(str(base_path) if base_path is not None else None)
-        base_cfg = getattr(model, "config", None)
-        if base_cfg is not None:
-            config["llmkit_base_shape"] = _shape_signature(base_cfg)
         (tmp / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         if directory.exists():
             shutil.rmtree(directory)
@@ -186,11 +183,12 @@ def save_adapter(model: nn.Module, cfg: LoraConfig, directory: Path, base_path=N
     return directory
 
 
-def _shape_signature(config) -> dict:
-    return {
-        k: getattr(config, k)
-        for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "vocab_size")
-    }
+def adapter_base(directory: Path) -> str | None:
+    """The base model an adapter names (``base_model_name_or_path``), if any."""
+    try:
+        return json.loads((Path(directory) / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def read_adapter_config(directory: Path) -> LoraConfig:
