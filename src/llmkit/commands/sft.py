@@ -17,7 +17,7 @@ def register(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Supervised fine-tuning: assistant-only loss, packed conversations, held-out task accuracy "
         "through the inference engine. Resumes from OUT/checkpoints when re-run. Settings are the sft.* fields "
-        "below (e.g. sft.max_steps=500 sft.lr=5e-4).",
+        "below, written right after BASE: llmkit sft BASE sft.max_steps=500 sft.lr=5e-4 --data d.jsonl --out DIR.",
         epilog=overrides_help(),
     )
     p.add_argument("base", type=Path, help="base checkpoint directory (llmkit or a local Llama/Qwen2/Mistral)")
