@@ -1,10 +1,10 @@
 """The ``clean`` stage: the preset's sources -> ``clean/corpus/<source>/part-*.jsonl``, cleaned,
-deduplicated, decontaminated and mixed (:mod:`llmkit.data.clean`).
+deduplicated, decontaminated against the task suite's test items and mixed (:mod:`llmkit.data.clean`).
 
 When ``clean`` is in ``pipeline.stages`` the ``data`` stage reads the cleaned corpus instead of
 ``data.sources`` (:func:`cleaned_data_config`), one directory per source, so validation is still
-reported per source. Decontamination uses the test items of the task suite (``llmkit.tasks``) when
-it is installed; the data layer itself never imports tasks.
+reported per source. Decontamination uses the test items of the task suite (``llmkit.tasks``); the
+data layer itself never imports tasks, the items are passed in.
 """
 
 from __future__ import annotations
@@ -22,15 +22,18 @@ EVAL_ITEMS_PER_TASK = 500
 
 
 def evaluation_texts(n: int = EVAL_ITEMS_PER_TASK) -> list[str]:
-    """Prompts and reference solutions of the task suite's test split (empty without one)."""
-    try:
-        from llmkit.tasks import get_task, list_tasks
-    except ImportError:
-        return []
+    """Prompts and reference solutions of the task suite's test split (seed 0, as evaluation uses).
+
+    Corpus tasks are left out: their test items are lines of the documents the run holds out for
+    validation, which are never trained on, and matching them would delete those very documents."""
+    from llmkit.tasks import list_tasks
+
     texts: list[str] = []
-    for name in list_tasks():
-        for ex in get_task(name).make("test", n, 0):
-            texts += [t for t in (ex.prompt, ex.solution, *(getattr(ex, "choices", None) or ())) if t]
+    for task in list_tasks():
+        if task.family == "corpus":
+            continue
+        for ex in task.make("test", n, seed=0):
+            texts += [t for t in (ex.prompt, ex.solution, *(ex.choices or ())) if t]
     return texts
 
 
