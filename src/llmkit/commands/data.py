@@ -57,11 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument(
         "sources",
-        nargs="+",
+        nargs="*",
         metavar="SOURCE",
         help="corpus name, path, glob, or hf:NAME[:CONFIG]; clean.field=value words are settings",
     )
-    c.add_argument("--out", type=Path, required=True, help="output directory")
+    c.add_argument("--out", type=Path, default=None, help="output directory (required)")
     c.add_argument(
         "--eval-texts",
         type=Path,
@@ -219,6 +219,10 @@ def run_clean(args) -> int:
 
         print(" ".join(known_languages()))
         return 0
+    if args.out is None:
+        from llmkit.errors import ConfigError
+
+        raise ConfigError("llmkit data clean: --out DIR is required (where the cleaned corpus is written)")
     _split_overrides(args)
     t0 = time.perf_counter()
     r = clean_corpus(args.sources, args.out, _clean_cfg(args), _cfg(args), _eval_texts(args.eval_texts))

@@ -51,7 +51,6 @@ def cleaned_data_config(cfg: RunConfig, run_dir: Path) -> DataConfig:
 
 
 def _run(ctx: StageContext) -> None:
-    from llmkit.data.clean.report import markdown
     from llmkit.data.clean.runner import clean_corpus
 
     cfg = ctx.cfg
@@ -60,8 +59,6 @@ def _run(ctx: StageContext) -> None:
     kept = sum(p["documents_kept"] for p in r["sources"].values())
     total = sum(p["documents_in"] for p in r["sources"].values())
     say(f"clean: kept {kept:,} of {total:,} documents ({sum(r['seconds'].values()):.1f}s) -> {ctx.path('clean')}")
-    if "--debug" in sys.argv:
-        print(markdown(r, images=False), file=sys.stderr)
 
 
 def _report(ctx: StageContext) -> ReportSections:

@@ -1,13 +1,13 @@
 """Document quality heuristics in the style of Gopher (Rae et al. 2021) and C4 (Raffel et al. 2020),
 made to work for Chinese.
 
-The Chinese ellipsis ``……`` is ordinary punctuation in dialogue and is counted neither as a
-symbol nor as a truncated line; Chinese numerals (``三十不豪，四十不富``) are words, not numbers.
 Lengths are counted in tokens (:mod:`llmkit.data.clean.tokens`): a Chinese character is a token, so
 a 20-character quatrain is 20 tokens, not one "word". Rules that only make sense for words
 (mean word length, the English stop-word rule) look only at the non-Chinese tokens or only at
 documents that are only English: a Tang poem has no ``the`` and no spaces and is not dropped for it,
-and neither is Chinese text with English words in it.
+and neither is Chinese text with English words in it. The Chinese ellipsis ``……`` is ordinary
+punctuation in dialogue and counts neither as a symbol nor as a truncated line; Chinese numerals
+(``三十不豪，四十不富``) are words, not numbers.
 
 Each rule has a name; a document fails on the first rule it breaks, and that name is what the
 cleaning report counts. :func:`strip_boilerplate` removes navigation/legal lines (C4's line

@@ -330,7 +330,11 @@ def clean_corpus(
     source_stats = {label: SourceStats() for label in labels}
     workers = cfg.workers or os.cpu_count() or 1
     bar = tqdm(
-        desc="cleaning", unit="B", unit_scale=True, mininterval=1.0, disable=not (show_progress or sys.stderr.isatty())
+        desc="cleaning",
+        unit="B",
+        unit_scale=True,
+        mininterval=1.0,
+        disable=not (sys.stderr.isatty() if show_progress is None else show_progress),
     )
     names = _run_chunks(
         _chunks(sources, labels, data_cfg, source_stats, cfg.chunk_bytes), work, cfg, contamination, workers, bar
