@@ -185,8 +185,9 @@ def dirty_corpus(train: list[str], rng: random.Random) -> list[str]:
                 lines.insert(rng.randrange(len(lines) + 1), rng.choice(BOILERPLATE))
             d = "\n".join(lines)
         out.append(d)
-    for d in rng.sample(train, len(train) // 3):  # duplicates: exact, and with a word or two changed
-        out += [d, d.replace("，", ",", 1).replace(" the ", " a ", 1)] * rng.randint(1, 3)
+    short = [d for d in train if len(d) < 20_000]
+    for d in rng.sample(short, len(short) // 3) + rng.sample(train, 3):  # copies: exact and lightly edited
+        out += [d, d.replace("，", ",", 1).replace(" the ", " a ", 1)] * (rng.randint(1, 3) if len(d) < 20_000 else 1)
     for _ in range(len(train) // 4):  # noise
         kind = rng.randrange(5)
         if kind == 0:
