@@ -182,13 +182,13 @@ def test_workers_and_kill_resume_give_identical_output(tmp_path):
     opts = ["--out", out, "--languages", "en,zh", "--workers", "1"]
     args = base + opts
     proc = subprocess.Popen([sys.executable, "-m", "llmkit.cli", *map(str, args)], stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while len(list((out / ".work").rglob("c*.json"))) < 3 and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    deadline = time.time() + 600
+    while not list((out / ".work").rglob("c[0-9]*.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = len(list((out / ".work").rglob("c*.json")))
-    assert done >= 3 and not (out / "report.json").exists()
+    done = len(list((out / ".work").rglob("c[0-9]*.json")))
+    assert done >= 1 and not (out / "report.json").exists()  # killed with some chunks done, none written
     r = cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]
     assert corpus_bytes(out) == corpus_bytes(tmp_path / "one")
