@@ -122,7 +122,7 @@ def pipelines(docs: list[str], mb: float, repeats: int) -> None:
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 
-    from llmkit.data.clean.runner import clean_corpus
+    from llmkit.data.clean import clean_corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-clean-"))
     src = tmp / "in" / "corpus.jsonl"

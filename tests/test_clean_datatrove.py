@@ -7,7 +7,7 @@ import json
 import pytest
 
 from llmkit.config import CleanConfig
-from llmkit.data.clean.runner import clean_corpus
+from llmkit.data.clean import clean_corpus
 from llmkit.data.corpora import fetch_corpus
 
 

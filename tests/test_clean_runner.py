@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from llmkit.config import CleanConfig, DataConfig
+from llmkit.data.clean import clean_corpus
 from llmkit.data.clean.dedup import NearDuplicateIndex, signature
 from llmkit.data.clean.normalise import normalise
-from llmkit.data.clean.runner import clean_corpus
 from llmkit.data.clean.tokens import tokens
 from llmkit.data.corpora import corpus_documents, fetch_corpus
 from llmkit.data.sources import iter_documents

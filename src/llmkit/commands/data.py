@@ -211,8 +211,8 @@ def run_fetch(args) -> int:
 
 
 def run_clean(args) -> int:
+    from llmkit.data.clean import clean_corpus
     from llmkit.data.clean.report import markdown
-    from llmkit.data.clean.runner import clean_corpus
 
     if args.list_languages:
         from llmkit.data.clean.langid import known_languages
@@ -239,8 +239,8 @@ def _stats_with_rules(args) -> None:
     import shutil
     import tempfile
 
+    from llmkit.data.clean import clean_corpus
     from llmkit.data.clean.report import markdown
-    from llmkit.data.clean.runner import clean_corpus
 
     with tempfile.TemporaryDirectory(prefix="llmkit-stats-") as tmp:
         r = clean_corpus(args.sources, Path(tmp) / "out", _clean_cfg(args), _cfg(args))

@@ -51,7 +51,7 @@ def cleaned_data_config(cfg: RunConfig, run_dir: Path) -> DataConfig:
 
 
 def _run(ctx: StageContext) -> None:
-    from llmkit.data.clean.runner import clean_corpus
+    from llmkit.data.clean import clean_corpus
 
     cfg = ctx.cfg
     texts = evaluation_texts() if cfg.clean.decontaminate else []

@@ -9,6 +9,32 @@ given as an argument), ``dedup`` (exact + MinHash LSH), ``mix`` (per-source epoc
 writes counts, examples, histograms and the data card.
 """
 
-from llmkit.data.clean.runner import clean_corpus, load_report
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from llmkit.config import CleanConfig, DataConfig
+from llmkit.data.clean import runner
+from llmkit.data.clean.runner import load_report
 
 __all__ = ["clean_corpus", "load_report"]
+
+
+def clean_corpus(
+    sources: list[str],
+    out_dir: Path,
+    cfg: CleanConfig,
+    data_cfg: DataConfig | None = None,
+    eval_texts: Iterable[str] | None = None,
+    show_progress: bool | None = None,
+) -> dict:
+    """Clean ``sources`` into ``out_dir/corpus`` with the engine ``cfg.engine`` names and return the
+    report (see :func:`.runner.clean_corpus` and :func:`.datatrove_engine.clean_with_datatrove`)."""
+    if cfg.engine == "datatrove":
+        from llmkit.data.clean.datatrove_engine import clean_with_datatrove
+        from llmkit.data.clean.steps import validate
+
+        validate(cfg)
+        return clean_with_datatrove(sources, out_dir, cfg, data_cfg, eval_texts, show_progress)
+    return runner.clean_corpus(sources, out_dir, cfg, data_cfg, eval_texts, show_progress)

@@ -295,10 +295,6 @@ def clean_corpus(
     from tqdm import tqdm
 
     validate(cfg)
-    if cfg.engine == "datatrove":
-        from llmkit.data.clean.datatrove_engine import clean_with_datatrove
-
-        return clean_with_datatrove(sources, out_dir, cfg, data_cfg, eval_texts, show_progress)
     data_cfg = data_cfg or DataConfig()
     if not sources:
         raise DataError("no sources to clean; name at least one corpus, file, directory, glob or hf:NAME")
