@@ -217,7 +217,7 @@ def plot(r: dict, out_dir: Path) -> list[Path]:
     ax.set_xlabel("document length (characters)")
     ax.set_ylabel("documents")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="upper right")
     fig.tight_layout()
     paths = [out_dir / "lengths.png", out_dir / "languages.png"]
     fig.savefig(paths[0])
@@ -233,7 +233,7 @@ def plot(r: dict, out_dir: Path) -> list[Path]:
     ax.set_yscale("log")
     ax.set_ylabel("documents")
     ax.set_xlabel("language (und: removed before identification)")
-    ax.legend()
+    ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(paths[1])
     plt.close(fig)
