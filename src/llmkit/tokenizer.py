@@ -55,13 +55,20 @@ longer runs add little compression and cost training time."""
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 
 # One line, no blocks that trim whitespace differently: renders identically under jinja2 and under
-# transformers' own sandboxed environment (trim_blocks/lstrip_blocks).
+# transformers' own sandboxed environment (trim_blocks/lstrip_blocks). BOS is written by the template
+# (so transformers' apply_chat_template(tokenize=True) gives the ids llmkit trains on); the roles are
+# system, user, assistant and tool (tool results), anything else is an error.
 CHAT_TEMPLATE = (
+    "{{ bos_token }}"
     "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
+    "{{ raise_exception('unknown role ' + message['role'] + ': use system, user, assistant or tool') }}"
+    "{% endif %}"
     "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
 def split_pattern(cjk_run: int = CJK_RUN) -> str:

@@ -181,6 +181,9 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
         fast = getattr(mod, "fast", None)
         if fast is not None and all(f.ready() for f in fast.values()):
             continue
+        if isinstance(mod, (Attention, MLP)) and not all(type(m) is nn.Linear for m in mod.children()):
+            mod.fast = None  # a wrapped projection (a LoRA adapter) runs through its own forward
+            continue
         if isinstance(mod, Attention):
             mod.fast = {
                 "qkv": fuse_linears([mod.q_proj, mod.k_proj, mod.v_proj], pack),
