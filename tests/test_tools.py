@@ -225,3 +225,24 @@ def test_template_renders_openai_tool_messages_like_transformers(tok, tmp_path):
     )
     assert ours.startswith("<|bos|><|system|>\nBe brief.\n\nTools you can call:") and ours.count("<|system|>") == 1
     assert tok.apply_chat_template(msgs[1:2]) == "<|bos|><|user|>\n37*8?<|end|>\n"  # no tools: as before
+
+
+def test_grounded_citation_task_checks_answer_and_source_number():
+    from llmkit.tasks import get_task
+    from llmkit.tasks.grounded import cited, grounded_prompt
+
+    task = get_task("rag_cite")
+    train, test = task.make("train", 200, seed=0), task.make("test", 50, seed=0)
+    assert not {e.meta["key"] for e in train} & {e.meta["key"] for e in test}
+    assert {e.lang for e in train} == {"en", "zh"} and any(e.meta["cite"] == 0 for e in train)
+    for e in train[:40]:
+        assert task.verify(e, e.solution)
+        n = e.meta["cite"]
+        if n:
+            assert f"[{n}]" in e.prompt and e.answer in e.prompt.split(f"[{n}]")[1].split("\n")[0]
+            assert not task.verify(e, e.solution.replace(f"[{n}]", f"[{n % 3 + 1}]"))  # wrong source
+            assert not task.verify(e, e.solution.replace(f" [{n}]", ""))  # no citation
+        else:
+            assert not task.verify(e, "Answer: 1234 [1]")
+    assert grounded_prompt("Q?", ["a", "b"]) == "Sources:\n[1] a\n[2] b\nQuestion: Q?"
+    assert cited("Answer: 12 [2] and [3]") == [2, 3]

@@ -67,6 +67,24 @@ def register(sub) -> None:
     ev.add_argument("--device", default="cpu")
     ev.set_defaults(func=run_eval)
 
+    ask = verbs.add_parser(
+        "ask",
+        help="answer a question from the index with a chat model, citing numbered sources",
+        description="Retrieve passages, number them into the prompt, and let a chat model answer with [n] "
+        "citations; the sources follow the answer (file and position).",
+    )
+    ask.add_argument("index", type=Path)
+    ask.add_argument("question")
+    ask.add_argument("--model", type=Path, required=True, dest="checkpoint", help="chat model checkpoint")
+    ask.add_argument("-k", type=int, default=3, help="passages to retrieve (default 3)")
+    ask.add_argument("--json", action="store_true", help="answer and sources as one JSON object")
+    from llmkit.commands._common import add_model_args
+    from llmkit.commands.generate import add_decoding_args
+
+    add_model_args(ask)
+    add_decoding_args(ask, max_new_tokens=64, temperature=0.0)
+    ask.set_defaults(func=run_ask)
+
     info = verbs.add_parser("info", help="what an index holds and how it was built")
     info.add_argument("index", type=Path)
     info.set_defaults(func=run_info)
@@ -173,6 +191,26 @@ def run_eval(args) -> int:
     modes = [m.strip() for m in args.modes.split(",")] if args.modes else index.modes
     results = evaluate(index, questions, modes, reranker=reranker)
     print(format_table(results))
+    return 0
+
+
+def run_ask(args) -> int:
+    from llmkit.commands._common import load_for_inference
+    from llmkit.commands.generate import params_from_args
+    from llmkit.rag.answer import ask
+    from llmkit.rag.index import RagIndex
+
+    index = RagIndex.open(args.index, device=args.device or "cpu")
+    lm = load_for_inference(args)
+    answer = ask(lm, index, args.question, params_from_args(args), k=args.k)
+    if args.json:
+        print(json.dumps({"answer": answer.reply, "sources": answer.sources_json()}, ensure_ascii=False))
+        return 0
+    print(answer.reply)
+    print("\nSources:")
+    for i, h in enumerate(answer.sources, 1):
+        mark = "*" if i in answer.citations else " "
+        print(f"{mark}[{i}] {h.chunk.source} ({h.chunk.where}): {' '.join(h.chunk.text.split())[:100]}")
     return 0
 
 

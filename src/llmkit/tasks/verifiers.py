@@ -129,7 +129,16 @@ def choice(example: Example, response: str) -> bool:
     return False
 
 
+def cited(example: Example, response: str) -> bool:
+    """Grounded answers: the answer and the number of the source that holds it (``[2]``), or the
+    "not in the sources" phrase when ``meta["cite"]`` is 0 (see :mod:`llmkit.tasks.grounded`)."""
+    from llmkit.tasks.grounded import verify_cited
+
+    return verify_cited(example, response)
+
+
 VERIFIERS: dict[str, Callable[[Example, str], bool]] = {
+    "cited": cited,
     "exact": exact,
     "exact_case": exact_case,
     "number": number,

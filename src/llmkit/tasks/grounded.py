@@ -1,0 +1,110 @@
+"""Answers grounded in numbered sources: the prompt format, and a task that teaches it.
+
+The format (shared by ``llmkit rag ask``, ``llmkit chat --rag`` and the server):
+
+    Sources:
+    [1] <passage>
+    [2] <passage>
+    Question: <question>
+
+and the reply ends with ``Answer: <answer> [n]``, ``n`` being the source that says so, or
+``Answer: not in the sources`` when none does (Chinese: ``资料``, ``问题``, ``答案：资料中没有``).
+
+``rag_cite`` makes such prompts from invented facts (an attribute of a named thing, a number),
+with distractor sources about other things and, in a fifth of the examples, none about the asked
+thing at all; :func:`verify_cited` checks the answer *and* the citation number.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from llmkit.tasks.base import Example, Problem, Task, final_line
+
+LABELS = {
+    "en": ("Sources:", "Question:", "not in the sources"),
+    "zh": ("资料：", "问题：", "资料中没有"),
+}
+
+
+def grounded_prompt(question: str, sources: list[str], lang: str = "en") -> str:
+    """The user message: numbered sources, then the question."""
+    head, ask, _ = LABELS.get(lang, LABELS["en"])
+    lines = [head] + [f"[{i}] {' '.join(s.split())}" for i, s in enumerate(sources, 1)]
+    return "\n".join([*lines, f"{ask}{'' if lang == 'zh' else ' '}{question}"])
+
+
+def not_found(lang: str) -> str:
+    return LABELS.get(lang, LABELS["en"])[2]
+
+
+_CITE = re.compile(r"\[(\d+)\]")
+
+
+def cited(reply: str) -> list[int]:
+    """Source numbers a reply cites, in order."""
+    return [int(n) for n in _CITE.findall(reply)]
+
+
+_THINGS = {
+    "en": ["north gate", "blue locker", "west lab", "old barn", "river dock", "main vault", "red van", "roof hatch"],
+    "zh": ["北门", "蓝色柜子", "西实验室", "旧仓库", "河边码头", "主金库", "红色货车", "屋顶天窗"],
+}
+_ATTRS = {
+    "en": [("code", "The code of the {t} is {v}.", "What is the code of the {t}?")],
+    "zh": [("code", "{t}的密码是{v}。", "{t}的密码是多少？")],
+}
+
+
+class GroundedCitation(Task):
+    """Pick the source that answers, copy its number and cite it; say so when none does."""
+
+    name = "rag_cite"
+    family = "grounded"
+    description = "answer from numbered sources and cite the one used ([n]), or say it is not there"
+    verifier = "cited"
+    max_new_tokens = 16
+
+    def __init__(self, sources: int = 3, none_fraction: float = 0.2):
+        self.sources, self.none_fraction = sources, none_fraction
+
+    def draw(self, rng: random.Random) -> Problem:
+        things = rng.sample(range(len(_THINGS["en"])), self.sources + 1)
+        values = [rng.randint(100, 9999) for _ in things]
+        asked = things[0]
+        absent = rng.random() < self.none_fraction
+        shown = things[1:] if absent else things[: self.sources]
+        order = list(range(len(shown)))
+        rng.shuffle(order)
+        key = f"{asked}:{values[0]}:{absent}:" + ",".join(f"{shown[i]}={values[things.index(shown[i])]}" for i in order)
+
+        def render(lang: str):
+            _, fact, question = _ATTRS[lang][0]
+            names = _THINGS[lang]
+            srcs = [fact.format(t=names[shown[i]], v=values[things.index(shown[i])]) for i in order]
+            prompt = grounded_prompt(question.format(t=names[asked]), srcs, lang)
+            if absent:
+                answer, cite = not_found(lang), 0
+            else:
+                cite = order.index(0) + 1
+                answer = str(values[0])
+            line = final_line(answer if absent else f"{answer} [{cite}]", lang)
+            return prompt, answer, line, {"cite": cite}
+
+        return Problem(key, render)
+
+
+def verify_cited(example: Example, response: str) -> bool:
+    """The final answer matches and, when a source holds it, exactly that source is cited."""
+    from llmkit.tasks.verifiers import extract_answer, normalize
+
+    final = extract_answer(response)
+    body = normalize(_CITE.sub("", final))
+    want = example.meta.get("cite", 0)
+    if want == 0:
+        return body == normalize(not_found(example.lang)) and not cited(final)
+    return body == normalize(example.answer) and cited(final) == [want]
+
+
+TASKS = [GroundedCitation()]
