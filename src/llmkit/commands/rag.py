@@ -135,9 +135,9 @@ def run_index(args) -> int:
         say(f"rag: {name} has no text (empty, or a scanned PDF without a text layer); nothing indexed from it")
     if summary.skipped:
         say(f"rag: {summary.skipped} files of other types were skipped")
-    mb = summary.bytes_read / 1e6
-    rate = f", {mb / summary.seconds:.2f} MB/s" if summary.bytes_read and summary.seconds else ""
-    print(f"{args.out}: {summary.line()} ({mb:.2f} MB read{rate})")
+    kb = summary.bytes_read / 1e3
+    rate = f", {kb / summary.seconds:.1f} kB/s" if summary.bytes_read and summary.seconds else ""
+    print(f"{args.out}: {summary.line()} ({kb:.1f} kB read{rate})")
     return 0
 
 
