@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from llmkit.errors import ConfigError
+from llmkit.files import atomic_write_text
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -471,8 +472,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        from llmkit.checkpoint import atomic_write_text
-
         atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 

@@ -257,7 +257,7 @@ class Tokenizer:
     def save(self, directory) -> None:
         """Write tokenizer.json and tokenizer_config.json (atomically) so that
         ``transformers.AutoTokenizer.from_pretrained(directory)`` behaves exactly like this object."""
-        from llmkit.checkpoint import atomic_write_json, atomic_write_text
+        from llmkit.files import atomic_write_json, atomic_write_text
 
         directory = Path(directory)
         atomic_write_text(directory / "tokenizer.json", self._json)

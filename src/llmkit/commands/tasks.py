@@ -80,8 +80,8 @@ def run_show(args) -> int:
 
 
 def run_make(args) -> int:
-    from llmkit.checkpoint import atomic_write_text
     from llmkit.console import say
+    from llmkit.files import atomic_write_text
     from llmkit.tasks import get_task, to_messages
 
     langs = (args.lang,) if args.lang else None
