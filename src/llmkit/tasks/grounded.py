@@ -12,19 +12,19 @@ and the reply ends with ``Answer: <answer> [n]``, ``n`` being the source that sa
 
 ``rag_cite`` makes such prompts from invented facts (an attribute of a named thing, a number),
 with distractor sources about other things and, in a fifth of the examples, none about the asked
-thing at all; :func:`verify_cited` checks the answer *and* the citation number.
+thing at all; the ``cited`` verifier checks the answer *and* the citation number.
 """
 
 from __future__ import annotations
 
 import random
-import re
 
-from llmkit.tasks.base import Example, Problem, Task, final_line
+from llmkit.tasks.base import Problem, Task, final_line
+from llmkit.tasks.verifiers import CITATION, NOT_IN_SOURCES
 
 LABELS = {
-    "en": ("Sources:", "Question:", "not in the sources"),
-    "zh": ("资料：", "问题：", "资料中没有"),
+    "en": ("Sources:", "Question:", NOT_IN_SOURCES["en"]),
+    "zh": ("资料：", "问题：", NOT_IN_SOURCES["zh"]),
 }
 
 
@@ -39,12 +39,9 @@ def not_found(lang: str) -> str:
     return LABELS.get(lang, LABELS["en"])[2]
 
 
-_CITE = re.compile(r"\[(\d+)\]")
-
-
 def cited(reply: str) -> list[int]:
     """Source numbers a reply cites, in order."""
-    return [int(n) for n in _CITE.findall(reply)]
+    return [int(n) for n in CITATION.findall(reply)]
 
 
 _THINGS = {
@@ -93,18 +90,6 @@ class GroundedCitation(Task):
             return prompt, answer, line, {"cite": cite}
 
         return Problem(key, render)
-
-
-def verify_cited(example: Example, response: str) -> bool:
-    """The final answer matches and, when a source holds it, exactly that source is cited."""
-    from llmkit.tasks.verifiers import extract_answer, normalize
-
-    final = extract_answer(response)
-    body = normalize(_CITE.sub("", final))
-    want = example.meta.get("cite", 0)
-    if want == 0:
-        return body == normalize(not_found(example.lang)) and not cited(final)
-    return body == normalize(example.answer) and cited(final) == [want]
 
 
 TASKS = [GroundedCitation()]
