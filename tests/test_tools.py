@@ -246,3 +246,34 @@ def test_grounded_citation_task_checks_answer_and_source_number():
             assert not task.verify(e, "Answer: 1234 [1]")
     assert grounded_prompt("Q?", ["a", "b"]) == "Sources:\n[1] a\n[2] b\nQuestion: Q?"
     assert cited("Answer: 12 [2] and [3]") == [2, 3]
+
+
+def test_calculator_tasks_teach_the_call_and_the_loop_answers_them(tok):
+    from llmkit.config import ModelConfig
+    from llmkit.data.chat import encode_conversation
+    from llmkit.model.transformer import Transformer
+    from llmkit.tasks import get_task, to_messages
+    from llmkit.tasks.runner import evaluate_tasks
+
+    calc, skip = get_task("calc_mul3"), get_task("tool_compare2")
+    ex = calc.make("train", 5, seed=1)[0]
+    msgs = to_messages(ex)
+    assert [m["role"] for m in msgs] == ["user", "assistant", "tool", "assistant"]
+    expression = json.loads(msgs[1]["tool_calls"][0]["function"]["arguments"])["expression"]
+    assert msgs[2]["content"] == ex.answer == calculate(expression)
+    enc = encode_conversation(tok, msgs, ex.meta["tools"])
+    learned = tok.decode([i for i, m in zip(enc.ids, enc.mask, strict=True) if m])
+    assert learned.startswith("<tool_call>") and learned.endswith(f"{ex.solution}<|end|>")  # not the result
+    assert [m["role"] for m in to_messages(skip.make("train", 1)[0])] == ["user", "assistant"]
+    # the runner answers tool examples through the loop (a random model: the path, not the skill)
+    import torch
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      max_position_embeddings=1024)  # fmt: skip
+    model = Transformer(cfg).eval()
+    items = calc.make("test", 2) + skip.make("test", 1)
+    with_tools = evaluate_tasks(model, tok, items, mode="chat")
+    without = evaluate_tasks(model, tok, items, mode="chat", tools=False)
+    assert len(with_tools.responses) == len(without.responses) == 3
+    assert set(with_tools.scores) == {"calc_mul3", "tool_compare2"}

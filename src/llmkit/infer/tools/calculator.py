@@ -230,11 +230,7 @@ def calculate(expression: str) -> str:
 
 CALCULATOR = Tool(
     name="calculator",
-    description="Evaluate an arithmetic expression exactly, e.g. 1234*5678 or (3+4)**2/7 or sqrt(2).",
-    parameters={
-        "type": "object",
-        "properties": {"expression": {"type": "string", "description": "the arithmetic expression"}},
-        "required": ["expression"],
-    },
+    description="Exact arithmetic, e.g. 1234*5678 or (3+4)**2/7",
+    parameters={"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]},
     function=lambda args: calculate(args["expression"]),
 )
