@@ -239,7 +239,8 @@ def test_grounded_citation_task_checks_answer_and_source_number():
         assert task.verify(e, e.solution)
         n = e.meta["cite"]
         if n:
-            assert f"[{n}]" in e.prompt and e.answer in e.prompt.split(f"[{n}]")[1].split("\n")[0]
+            value = e.answer.split(" [")[0]
+            assert e.answer == f"{value} [{n}]" and value in e.prompt.split(f"[{n}]")[1].split("\n")[0]
             assert not task.verify(e, e.solution.replace(f"[{n}]", f"[{n % 3 + 1}]"))  # wrong source
             assert not task.verify(e, e.solution.replace(f" [{n}]", ""))  # no citation
         else:

@@ -81,13 +81,9 @@ class GroundedCitation(Task):
             names = _THINGS[lang]
             srcs = [fact.format(t=names[shown[i]], v=values[things.index(shown[i])]) for i in order]
             prompt = grounded_prompt(question.format(t=names[asked]), srcs, lang)
-            if absent:
-                answer, cite = not_found(lang), 0
-            else:
-                cite = order.index(0) + 1
-                answer = str(values[0])
-            line = final_line(answer if absent else f"{answer} [{cite}]", lang)
-            return prompt, answer, line, {"cite": cite}
+            cite = 0 if absent else order.index(0) + 1
+            answer = not_found(lang) if absent else f"{values[0]} [{cite}]"
+            return prompt, answer, final_line(answer, lang), {"cite": cite}
 
         return Problem(key, render)
 
