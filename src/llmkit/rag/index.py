@@ -403,6 +403,10 @@ class RagIndex:
             hits = reranker.rerank(query, hits)
         return hits[:k]
 
+    def clear_cache(self) -> None:
+        """Forget the query vectors kept so far (benchmarks time the embedding too)."""
+        self._query_vectors.clear()
+
     def dense_reads(self, query: str) -> bool:
         """Whether hybrid search uses the dense retriever for ``query``: not when the query is in a
         CJK script the embedder's model card does not list (see :mod:`llmkit.rag.language`)."""
