@@ -253,14 +253,38 @@ def encode_conversation(tokenizer, messages: Sequence[dict]) -> Encoded:
     writes one, as the chat engine does) and the mask of assistant tokens plus their end-of-turn
     token. The template is rendered up to each assistant turn to find its characters, so the
     mask is exact for any template; tokens are assigned by their character offsets."""
-    text = tokenizer.apply_chat_template(list(messages))
-    spans = []
+    return encode_conversations(tokenizer, [messages])[0]
+
+
+def encode_conversations(tokenizer, conversations: Sequence[Sequence[dict]]) -> list[Encoded]:
+    """:func:`encode_conversation` for many conversations, tokenized in one batch (the tokenizer
+    spreads a batch over the CPU cores)."""
     ends = _end_of_turn_tokens(tokenizer)
+    texts, spans = [], []
+    for messages in conversations:
+        text, assistant = _render_with_spans(tokenizer, list(messages), ends)
+        texts.append(text)
+        spans.append(assistant)
+    bos = getattr(tokenizer, "bos_id", None)
+    out = []
+    for enc, assistant in zip(tokenizer.inner.encode_batch(texts, add_special_tokens=False), spans, strict=True):
+        ids, mask = list(enc.ids), _covered(enc.offsets, assistant)
+        if bos is not None and not (ids and ids[0] == bos):
+            ids, mask = [bos, *ids], [False, *mask]
+        out.append(Encoded(ids, mask))
+    return out
+
+
+def _render_with_spans(tokenizer, messages: list[dict], ends: list[str]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans (start, stop) of each assistant reply
+    through its end-of-turn marker, found by rendering the conversation turn by turn."""
+    text = tokenizer.apply_chat_template(messages)
+    spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(list(messages[:i]), add_generation_prompt=True) if i else ""
-        through = tokenizer.apply_chat_template(list(messages[: i + 1]))
+        before = tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True) if i else ""
+        through = tokenizer.apply_chat_template(messages[: i + 1])
         if not text.startswith(through) or not through.startswith(before):
             raise DataError(
                 "chat template: a conversation's rendering is not built turn by turn; "
@@ -270,13 +294,17 @@ def encode_conversation(tokenizer, messages: Sequence[dict]) -> Encoded:
         reply = through[start:stop]
         cut = max((reply.rfind(e) + len(e) for e in ends if e in reply), default=-1)
         spans.append((start, start + cut if cut > 0 else stop))
-    enc = tokenizer.inner.encode(text, add_special_tokens=False)
-    ids, offsets = list(enc.ids), list(enc.offsets)
-    mask = [any(a < hi and b > lo for lo, hi in spans) for a, b in offsets]
-    bos = getattr(tokenizer, "bos_id", None)
-    if bos is not None and not (ids and ids[0] == bos):
-        ids, mask = [bos, *ids], [False, *mask]
-    return Encoded(ids, mask)
+    return text, spans
+
+
+def _covered(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    """Per token (character offsets a..b, in order): does it overlap one of the sorted ``spans``?"""
+    mask, j = [], 0
+    for a, b in offsets:
+        while j < len(spans) and spans[j][1] <= a:
+            j += 1
+        mask.append(j < len(spans) and a < spans[j][1] and b > spans[j][0])
+    return mask
 
 
 def fit_length(enc: Encoded, max_len: int, overlong: str, stats: ChatStats) -> Encoded | None:
