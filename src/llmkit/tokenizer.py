@@ -19,6 +19,7 @@ pipeline and keeps the files compatible with ``transformers.AutoTokenizer``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -368,18 +369,9 @@ class Tokenizer:
         """Render ``messages`` with the same template and Jinja settings transformers uses;
         ``tools`` are OpenAI tool schemas (``{"type": "function", "function": {...}}``)."""
         import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        def raise_exception(message):
-            raise jinja2.TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-        )
-        env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
-        env.globals["raise_exception"] = raise_exception
         try:
-            return env.from_string(self.chat_template).render(
+            return _compiled_template(self.chat_template).render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 tools=tools or None,
@@ -393,6 +385,27 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint()})"
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_template(source: str):
+    """A chat template compiled once (compiling costs ~1000x a render; SFT renders each
+    conversation several times to find its assistant tokens)."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise jinja2.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateError as e:
+        raise DataError(
+            f"chat template does not compile: {str(e).splitlines()[0]}; fix tokenizer_config.json"
+        ) from None
 
 
 def tokenizer_stats(tok: Tokenizer, texts: dict[str, str]) -> list[dict]:
