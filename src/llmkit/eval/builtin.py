@@ -18,7 +18,34 @@ from typing import Any
 from llmkit.eval.perplexity import EvalError
 
 # Short words both corpora's tokenizers know; the copy and label tasks only need distinct tokens.
-WORDS_EN = ["king", "queen", "lord", "lady", "night", "day", "sword", "crown", "love", "death", "heart", "blood", "moon", "star", "sea", "wind", "fire", "gold", "rose", "tree", "bird", "horse", "ship", "song", "bell", "door"]
+WORDS_EN = (
+    "king",
+    "queen",
+    "lord",
+    "lady",
+    "night",
+    "day",
+    "sword",
+    "crown",
+    "love",
+    "death",
+    "heart",
+    "blood",
+    "moon",
+    "star",
+    "sea",
+    "wind",
+    "fire",
+    "gold",
+    "rose",
+    "tree",
+    "bird",
+    "horse",
+    "ship",
+    "song",
+    "bell",
+    "door",
+)
 WORDS_ZH = list("春花月夜山水风雪江云星海龙马酒剑琴书松竹")
 
 
