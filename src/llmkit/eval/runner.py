@@ -7,7 +7,8 @@ the prompt moves into the continuation and the continuation's ids are what encod
 adds to encoding the prompt, exactly as lm-eval does, so the numbers agree with the harness.
 
 Metrics (lm-eval's definitions, standard errors as sample std / sqrt(n)):
-``acc`` the right choice has the highest log-likelihood; ``acc_norm`` the same after dividing each
+``acc`` the right choice has the highest log-likelihood (``chance`` is its expected value for a
+model that guesses); ``acc_norm`` the same after dividing each
 choice's log-likelihood by its length in characters. For ``loglikelihood`` tasks ``acc`` is whether
 greedy decoding would write the target (all-or-nothing exact match) and ``answer_loss`` the target's
 loss in nats per token (the smooth view of the same ability).
@@ -132,12 +133,14 @@ def run_task(
                 }
             )
         names = ("acc", "acc_norm")
+        chance = sum(1 / len(options) for options in answers) / len(answers)
     else:
         for ss in per_item:
             (s,) = ss
             rows.append({"acc": float(s.is_greedy), "answer_loss": -s.logprob / len(s.token_logprobs)})
         names = ("acc", "answer_loss")
-    metrics: dict[str, float] = {}
+        chance = 0.0
+    metrics: dict[str, float] = {"chance": chance}
     for name in names:
         metrics[name], metrics[f"{name}_stderr"] = mean_stderr([row[name] for row in rows])
     info = []
