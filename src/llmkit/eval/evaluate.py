@@ -91,9 +91,8 @@ def evaluate_model(
             batch_size=opts.batch_size,
         )
         out["text"][source] = s.to_dict()
-        say(
-            f"eval {label}: {source}: {s.bits_per_byte:.4f} bits/byte, perplexity {s.perplexity:.2f} ({time.perf_counter() - t0:.1f} s)"
-        )
+        took = time.perf_counter() - t0
+        say(f"eval {label}: {source}: {s.bits_per_byte:.4f} bits/byte, perplexity {s.perplexity:.2f} ({took:.1f} s)")
     for task in tasks:
         for k in opts.shots:
             t0 = time.perf_counter()
