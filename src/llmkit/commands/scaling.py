@@ -19,13 +19,13 @@ def register(sub) -> None:
     add_run_args(p, default_preset="scaling-cpu")
     p.add_argument(
         "--sizes",
-        default="32x1,48x1,64x2,96x2,128x3,192x3",
-        help="model shapes WIDTHxLAYERS, comma-separated (default: 32x1,48x1,64x2,96x2,128x3,192x3)",
+        default="48x1,64x1,64x2,96x2,128x3,192x3",
+        help="model shapes WIDTHxLAYERS, comma-separated (default: 48x1,64x1,64x2,96x2,128x3,192x3)",
     )
     p.add_argument(
         "--budgets",
-        default="3e12,1e13,3e13",
-        help="compute budgets in FLOPs, comma-separated (default: 3e12,1e13,3e13)",
+        default="6e11,2e12,6e12",
+        help="compute budgets in FLOPs, comma-separated (default: 6e11,2e12,6e12)",
     )
     p.add_argument("--jobs", type=int, default=1, help="points trained at once, in separate processes (default: 1)")
     p.add_argument("--min-steps", type=int, default=20, help="skip points with fewer optimizer steps (default: 20)")

@@ -160,7 +160,7 @@ def _train_point(setup: SweepSetup, point: Point) -> dict:
             "max_steps": point.steps,
             "warmup_steps": max(1, min(knobs.get("warmup_steps", 0) or point.steps // 10, point.steps // 5)),
             "eval_every": 0,
-            "ckpt_every": max(point.steps // 4, 1),
+            "ckpt_every": max(point.steps // 4, 100),  # resumable every quarter of a long point
             "keep_last": 1,
             "log_every": point.steps,
             "eval_batches": setup.eval_batches,
