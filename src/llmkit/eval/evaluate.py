@@ -141,7 +141,7 @@ def markdown(results: list[dict]) -> str:
 
 def write_results(results: list[dict], out_dir: Path, opts: EvalOptions) -> Path:
     """``results.json``, ``results.md`` and, with several shot counts, ``icl.png``."""
-    from llmkit.checkpoint import atomic_write_json, atomic_write_text
+    from llmkit.files import atomic_write_json, atomic_write_text
 
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "results.json", {"options": vars(opts), "results": results})

@@ -128,7 +128,7 @@ def run_harness(
     from lm_eval.tasks import TaskManager
     from lm_eval.utils import make_table
 
-    from llmkit.checkpoint import atomic_write_text
+    from llmkit.files import atomic_write_text
 
     manager = None
     if include_path:  # indexing lm-eval's ~15,000 built-in tasks takes minutes on a small CPU: skip when not needed

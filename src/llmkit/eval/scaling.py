@@ -92,7 +92,7 @@ def markdown(results: list[dict], fits: dict) -> str:
 
 
 def write_report(out_dir: Path, results: list[dict], fits: dict) -> Path:
-    from llmkit.checkpoint import atomic_write_json, atomic_write_text
+    from llmkit.files import atomic_write_json, atomic_write_text
     from llmkit.eval.plots import plot_isoflop, plot_loss_vs_compute
 
     out_dir = Path(out_dir)

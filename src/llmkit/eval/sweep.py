@@ -137,7 +137,7 @@ def _train_point(setup: SweepSetup, point: Point) -> dict:
     """Train one point to its last step (resuming if it was interrupted) and record its loss."""
     import torch
 
-    from llmkit.checkpoint import atomic_write_json
+    from llmkit.files import atomic_write_json
     from llmkit.config import TrainConfig
     from llmkit.data.shards import TokenShards
     from llmkit.model.transformer import Transformer
