@@ -21,8 +21,8 @@ def emergence(out_dir: Path, results: list[dict], task_name: str, batch_size: in
     """Score every point's final model on ``task_name`` (cached per point), write ``emergence.json``
     and ``emergence.png``."""
     import llmkit
-    from llmkit.files import atomic_write_json
     from llmkit.eval.plots import plot_emergence
+    from llmkit.files import atomic_write_json
 
     out_dir = Path(out_dir)
     task = load_task(task_name)

@@ -92,8 +92,8 @@ def markdown(results: list[dict], fits: dict) -> str:
 
 
 def write_report(out_dir: Path, results: list[dict], fits: dict) -> Path:
-    from llmkit.files import atomic_write_json, atomic_write_text
     from llmkit.eval.plots import plot_isoflop, plot_loss_vs_compute
+    from llmkit.files import atomic_write_json, atomic_write_text
 
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "scaling.json", {"points": results, "fits": fits})

@@ -137,9 +137,9 @@ def _train_point(setup: SweepSetup, point: Point) -> dict:
     """Train one point to its last step (resuming if it was interrupted) and record its loss."""
     import torch
 
-    from llmkit.files import atomic_write_json
     from llmkit.config import TrainConfig
     from llmkit.data.shards import TokenShards
+    from llmkit.files import atomic_write_json
     from llmkit.model.transformer import Transformer
     from llmkit.tokenizer import Tokenizer
     from llmkit.train.pretrain import PretrainTask
