@@ -163,3 +163,25 @@ def test_builtin_tasks_are_deterministic_and_teachable_by_context():
     for it in labels:  # one fixed mapping: the same key always has the same label
         assert mapping.setdefault(it["question"], it["answer"]) == it["answer"]
     assert len(set(mapping.values())) == 2
+
+
+def test_suite_tasks_through_the_task_runner_with_and_without_chain_of_thought(lm, monkeypatch):
+    import llmkit.tasks.runner as runner
+    from llmkit.eval.suite import run_suite_task
+    from llmkit.tasks.base import final_line
+
+    pools = []
+    real = runner.evaluate_tasks
+
+    def spy(*args, **kw):  # the real runner, with its shot pool recorded
+        pools.append(kw["shot_pool"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(runner, "evaluate_tasks", spy)
+    with_cot = run_suite_task(lm.model, lm.tokenizer, "word_problems", shots=2, cot=True, n=4)
+    without = run_suite_task(lm.model, lm.tokenizer, "word_problems", shots=2, cot=False, n=4)
+    assert with_cot["n"] == without["n"] == 4 and 0 <= without["acc"] <= 1
+    assert any(ex.solution != final_line(ex.answer, ex.lang) for ex in pools[0])  # worked solutions
+    assert all(ex.solution == final_line(ex.answer, ex.lang) for ex in pools[1])  # final answers only
+    with pytest.raises(EvalError, match="--suite"):
+        run_suite_task(lm.model, lm.tokenizer, "no-such-task")

@@ -41,6 +41,25 @@ def register(sub) -> None:
         help="text to score in bits per byte: a corpus name (its held-out split), file, directory or JSONL (repeat)",
     )
     p.add_argument("--shots", type=int, nargs="+", default=[0], metavar="K", help="shot counts (default: 0)")
+    p.add_argument(
+        "--suite",
+        action="append",
+        default=None,
+        metavar="TASK",
+        help="a generation task of the task suite (`llmkit tasks list`), replies checked by its verifier (repeat)",
+    )
+    p.add_argument(
+        "--mode",
+        choices=["few_shot", "chat"],
+        default="few_shot",
+        help="suite prompts: few_shot text for base models, or the chat template for tuned models (default: few_shot)",
+    )
+    p.add_argument(
+        "--cot",
+        choices=["on", "off", "both"],
+        default="on",
+        help="suite shots with chain-of-thought solutions (on), final answers only (off), or both (default: on)",
+    )
     p.add_argument("--seed", type=int, default=1234, help="seed of the shots' choice (default: 1234)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default: 16)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N items of each task (default: all)")
@@ -91,7 +110,7 @@ def run(args) -> int:
         )
         print(table)
         return 0
-    tasks = [t for t in (args.task or DEFAULT_TASKS) if t != "none"]
+    tasks = [t for t in (args.task or ([] if args.suite else DEFAULT_TASKS)) if t != "none"]
     opts = EvalOptions(
         tasks=tasks,
         texts=args.text or [],
@@ -103,6 +122,9 @@ def run(args) -> int:
         stride=args.stride,
         max_bytes=args.max_bytes,
         log_samples=args.log_samples,
+        suite=args.suite or [],
+        mode=args.mode,
+        cot={"on": [True], "off": [False], "both": [True, False]}[args.cot],
     )
     evaluate(args.checkpoints, opts, out, device=args.device, dtype=args.dtype)
     print((out / "results.md").read_text(encoding="utf-8"))

@@ -37,6 +37,11 @@ class EvalOptions:
     stride: int = 0
     max_bytes: int = 100_000
     log_samples: bool = False
+    suite: list[str] = field(default_factory=list)
+    """Task-suite generation tasks (``llmkit tasks list``), verified replies."""
+    mode: str = "few_shot"
+    cot: list[bool] = field(default_factory=lambda: [True])
+    """Chain-of-thought settings to run each suite task with (both: ``[True, False]``)."""
 
 
 def text_documents(source: str, max_bytes: int) -> list[str]:
@@ -110,6 +115,32 @@ def evaluate_model(
             row["seconds"] = time.perf_counter() - t0
             out["tasks"].append(row)
             say(f"eval {label}: {task.name} {k}-shot: {format_metric(row, 'acc')} (n={r.n}, {row['seconds']:.1f} s)")
+    if opts.suite:
+        from llmkit.eval.suite import run_suite_task
+
+        for name in opts.suite:
+            for k in opts.shots if opts.mode == "few_shot" else [0]:
+                for cot in opts.cot if k else opts.cot[:1]:  # without shots there is nothing to show
+                    t0 = time.perf_counter()
+                    row = run_suite_task(
+                        lm.model,
+                        lm.tokenizer,
+                        name,
+                        mode=opts.mode,
+                        shots=k,
+                        cot=cot,
+                        n=opts.limit or 50,
+                        seed=opts.seed,
+                    )
+                    row["seconds"] = time.perf_counter() - t0
+                    out["tasks"].append(row)
+                    how = (
+                        f"{k}-shot {'with' if cot else 'without'} chain-of-thought"
+                        if opts.mode == "few_shot"
+                        else "chat"
+                    )
+                    acc = format_metric(row, "acc")
+                    say(f"eval {label}: {name} ({how}): {acc} (n={row['n']}, {row['seconds']:.1f} s)")
     return out
 
 
@@ -129,14 +160,32 @@ def markdown(results: list[dict]) -> str:
     for source in sources:
         cells = [f"{r['text'][source]['bits_per_byte']:.4f}" if source in r["text"] else "" for r in results]
         lines.append(f"| {source}: bits/byte | " + " | ".join(cells) + " |")
-    keys = list(dict.fromkeys((t["task"], t["shots"]) for r in results for t in r["tasks"]))
-    for task, shots in keys:
-        rows = [next((t for t in r["tasks"] if (t["task"], t["shots"]) == (task, shots)), None) for r in results]
-        metrics = ["acc", "acc_norm"] if any(t and "acc_norm" in t for t in rows) else ["acc", "answer_loss"]
+    keys = list(dict.fromkeys(_key(t) for r in results for t in r["tasks"]))
+    for key in keys:
+        rows = [next((t for t in r["tasks"] if _key(t) == key), None) for r in results]
+        if any(t and "acc_norm" in t for t in rows):
+            metrics = ["acc", "acc_norm"]
+        elif any(t and "answer_loss" in t for t in rows):
+            metrics = ["acc", "answer_loss"]
+        else:
+            metrics = ["acc"]
         for m in metrics:
             cells = [format_metric(t, m) if t else "" for t in rows]
-            lines.append(f"| {task} ({shots}-shot) {m} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_label(key)} {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _key(row: dict) -> tuple:
+    return (row["task"], row["shots"], row.get("mode"), row.get("cot"))
+
+
+def _label(key: tuple) -> str:
+    task, shots, mode, cot = key
+    if mode == "chat":
+        return f"{task} (chat)"
+    if cot is None:
+        return f"{task} ({shots}-shot)"
+    return f"{task} ({shots}-shot, {'CoT' if cot else 'no CoT'})"
 
 
 def write_results(results: list[dict], out_dir: Path, opts: EvalOptions) -> Path:
@@ -146,7 +195,7 @@ def write_results(results: list[dict], out_dir: Path, opts: EvalOptions) -> Path
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "results.json", {"options": vars(opts), "results": results})
     md = ["# Evaluation", "", markdown(results), ""]
-    if len(opts.shots) > 1 and any(r["tasks"] for r in results):
+    if len(opts.shots) > 1 and any(t.get("kind") != "generate" for r in results for t in r["tasks"]):
         from llmkit.eval.plots import plot_icl
 
         plot_icl(results, out_dir / "icl.png")
