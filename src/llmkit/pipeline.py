@@ -14,7 +14,9 @@ Layout of ``runs/<name>/``::
     data/              stats.json, train/ and val/<source>/ token shards           (data)
     base/              the pretrained model (HF layout), checkpoints/, metrics.jsonl, loss.png  (pretrain)
     samples/           base.json: the preset's prompts continued by the base model (samples)
+    eval/              results.json, results.md, icl.png: bits per byte and task accuracy (eval)
     report.md          every finished stage's section, the stage times and the config
+    report.html        the same, one file with the plots inline (``llmkit report RUN`` rewrites both)
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def init_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     current = cfg.to_dict()
     if path.is_file():
         saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        free = ("sample.", "pipeline.")  # sections that change what runs or is shown, not what was trained
+        free = ("sample.", "pipeline.", "eval.")  # sections that change what runs or is shown, not what was trained
         changed = [k for k in _diff(saved, current) if not k.startswith(free) and k != "preset"]
         if changed:
             raise ConfigError(
