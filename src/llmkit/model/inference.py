@@ -147,6 +147,12 @@ def fuse_linears(linears: list[nn.Linear], pack: bool) -> FastLinear:
     return FastLinear(w, b, owners, pack)
 
 
+def _fuse(linears: list[nn.Module], pack: bool):
+    """:func:`fuse_linears`, or the layers' own ``fuse`` (quantized layers fuse themselves)."""
+    own = getattr(type(linears[0]), "fuse", None)
+    return own(linears, pack) if own is not None else fuse_linears(linears, pack)
+
+
 def current(fast: dict[str, FastLinear] | None) -> dict[str, FastLinear] | None:
     """``fast`` if the inference path may use it now (autograd off, weights where they were)."""
     if fast is None:
@@ -183,20 +189,20 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
             continue
         if isinstance(mod, Attention):
             mod.fast = {
-                "qkv": fuse_linears([mod.q_proj, mod.k_proj, mod.v_proj], pack),
-                "o": fuse_linears([mod.o_proj], pack),
+                "qkv": _fuse([mod.q_proj, mod.k_proj, mod.v_proj], pack),
+                "o": _fuse([mod.o_proj], pack),
             }
         elif isinstance(mod, MLP):
             mod.fast = {
-                "gate_up": fuse_linears([mod.gate_proj, mod.up_proj], pack),
-                "down": fuse_linears([mod.down_proj], pack),
+                "gate_up": _fuse([mod.gate_proj, mod.up_proj], pack),
+                "down": _fuse([mod.down_proj], pack),
             }
         elif isinstance(mod, Transformer):
-            mod.fast = {"head": fuse_linears([mod.lm_head], pack)}
+            mod.fast = {"head": _fuse([mod.lm_head], pack)}
         else:
             continue
         if release_dense:
-            tied = isinstance(mod, Transformer) and mod.lm_head.weight is mod.model.embed_tokens.weight
+            tied = isinstance(mod, Transformer) and mod.config.tie_word_embeddings
             for f in mod.fast.values():
                 if not tied:  # the embedding lookup still needs a tied head's dense weight
                     f.release_dense()
