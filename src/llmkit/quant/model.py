@@ -23,7 +23,7 @@ from torch import nn
 from llmkit.checkpoint import check_checkpoint, read_weights, save_checkpoint
 from llmkit.config import ModelConfig
 from llmkit.console import say
-from llmkit.errors import CheckpointError
+from llmkit.errors import CheckpointError, ConfigError, DataError
 from llmkit.quant.formats import check_scheme
 from llmkit.quant.gptq import HessianAccumulator, gptq_quantize
 from llmkit.quant.modules import QuantEmbedding, QuantLinear
@@ -175,3 +175,85 @@ def load_quantized(directory: Path, device: str | torch.device = "cpu") -> nn.Mo
     model.to(device)
     model.eval()
     return model
+
+
+def calibration_batches(
+    tokenizer, texts: Iterable[str], tokens: int, seq_len: int, batch: int = 8
+) -> list[torch.Tensor]:
+    """About ``tokens`` token ids from ``texts`` as (batch, seq_len) tensors (documents joined
+    with EOS, cut into rows)."""
+    ids: list[int] = []
+    for text in texts:
+        ids += [*tokenizer.encode(text), tokenizer.eos_id or 0]
+        if len(ids) >= tokens:
+            break
+    rows = len(ids) // seq_len
+    if rows == 0:
+        raise DataError(f"calibration text has {len(ids)} tokens, fewer than one row of {seq_len}; give more text")
+    t = torch.tensor(ids[: rows * seq_len]).view(rows, seq_len)
+    return list(t.split(batch))
+
+
+def run_calibration_texts(checkpoint: Path, source: str | None) -> Iterable[str]:
+    """Texts to calibrate on: ``source`` (a corpus name, file, directory... anything
+    ``data.sources`` accepts), else the training split of the run the checkpoint belongs to."""
+    from llmkit.config import DataConfig, resolve
+    from llmkit.data.splits import SplitCorpus
+
+    if source:
+        return SplitCorpus(DataConfig(sources=[source], val_fraction=0.0), seed=0).train_documents()
+    for parent in Path(checkpoint).resolve().parents[:3]:
+        if (parent / "config.yaml").is_file():
+            import yaml
+
+            cfg = resolve(base=yaml.safe_load((parent / "config.yaml").read_text(encoding="utf-8")))
+            return SplitCorpus(cfg.data, cfg.train.seed).train_documents()
+    raise ConfigError(
+        f"{checkpoint}: not inside a run directory, so there is no corpus to calibrate on; "
+        "give --calibration SOURCE (a corpus name like shakespeare, or a text file)"
+    )
+
+
+def quantize_checkpoint(
+    checkpoint: Path,
+    out: Path,
+    scheme: str,
+    group_size: int = 32,
+    method: str = "rtn",
+    calibration: str | None = None,
+    calibration_tokens: int = 16384,
+    force: bool = False,
+) -> dict:
+    """``llmkit quantize``: load, quantize, save; returns sizes for the summary line."""
+    from llmkit.checkpoint import load_model
+    from llmkit.tokenizer import Tokenizer
+
+    check_scheme(scheme, group_size)
+    out = Path(out)
+    if out.exists() and not force:
+        raise ConfigError(f"{out} already exists; choose another --out or add --force to replace it")
+    model = load_model(checkpoint)
+    tokenizer = Tokenizer.load(checkpoint)
+    batches = None
+    if method == "gptq":
+        seq = min(256, model.config.max_position_embeddings)
+        texts = run_calibration_texts(checkpoint, calibration)
+        batches = calibration_batches(tokenizer, texts, calibration_tokens, seq)
+    quantize_model(model, scheme, group_size, method, batches)
+    generation = _read_json(Path(checkpoint) / "generation_config.json")
+    save_quantized(out, model, tokenizer, generation=generation)
+    before = _weights_bytes(Path(checkpoint))
+    return {"bytes_before": before, "bytes_after": _weights_bytes(out)}
+
+
+def _read_json(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _weights_bytes(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.glob("*.safetensors"))
