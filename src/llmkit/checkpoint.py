@@ -18,7 +18,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -27,31 +26,15 @@ from safetensors.torch import load_file, save_file
 from llmkit.config import ModelConfig
 from llmkit.errors import CheckpointError
 
+# atomic_write_json is re-exported for code that still imports it from here; it lives in llmkit.files
+from llmkit.files import atomic_write_json as atomic_write_json
+from llmkit.files import atomic_write_text
+
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "model.safetensors")
 SHARD_INDEX = "model.safetensors.index.json"
 """A sharded checkpoint's map from tensor name to file (transformers' ``save_pretrained`` layout)."""
 TRAINER_STATE = "trainer_state.pt"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ D head_dim, C hidden size, V vocabulary.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,9 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    FUSED: ClassVar[dict[str, tuple[str, ...]]] = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",)}
+    """Projections that read the same input: one matmul each at inference (model/inference.py)."""
+
     def __init__(self, config: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
@@ -119,6 +122,8 @@ def sliding_window_mask(attn_mask, position_ids, T: int, S: int, window: int) ->
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
 
+    FUSED: ClassVar[dict[str, tuple[str, ...]]] = {"gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         C, inner = config.hidden_size, config.intermediate_size
@@ -168,6 +173,8 @@ class LlamaBody(nn.Module):
 
 class Transformer(nn.Module):
     """Decoder-only LM: ``model(input_ids) -> logits (B, T, V)``."""
+
+    FUSED: ClassVar[dict[str, tuple[str, ...]]] = {"head": ("lm_head",)}
 
     def __init__(self, config: ModelConfig):
         super().__init__()
