@@ -50,6 +50,61 @@ class DataConfig:
 
 
 @dataclass
+class CleanConfig:
+    """Cleaning, deduplication, decontamination and mixing before the tokenizer (the ``clean`` stage
+    and ``llmkit data clean``; see docs/data-cleaning.md)."""
+
+    normalise: bool = True
+    """Repair mojibake (ftfy), NFC, drop control characters, tidy whitespace."""
+    html: str = "auto"
+    """HTML to main text with trafilatura: ``auto`` (documents that look like a page), ``on``, ``off``."""
+    languages: list[str] = field(default_factory=list)
+    """Keep documents in these languages (ISO 639-1 codes, e.g. [en, zh]); empty keeps every language."""
+    lang_thresholds: dict = field(default_factory=dict)
+    """Minimum language-identification probability per language, e.g. {en: 0.5}."""
+    boilerplate: bool = True
+    """Remove navigation and legal lines (cookie notices, 版权所有, ...) inside documents."""
+    quality: bool = True
+    """Gopher/C4-style document rules, Chinese-aware (lengths in tokens: a Chinese character is one)."""
+    min_tokens: int = 4
+    """Quality: documents need at least this many tokens (words, or Chinese characters)."""
+    max_tokens: int = 500_000
+    """Quality: documents may have at most this many tokens."""
+    min_alpha_tokens: float = 0.7
+    """Quality: at least this share of tokens must not be bare numbers."""
+    max_symbol_ratio: float = 0.1
+    """Quality: at most this many ``#`` and ellipses per token."""
+    repetition: bool = True
+    """Gopher repetition rules (repeated lines, paragraphs, n-grams) on documents of 300+ tokens."""
+    pii: bool = False
+    """Replace e-mail addresses, phone numbers, IP addresses and Chinese ID numbers with <EMAIL>, ..."""
+    dedup: str = "near"
+    """``near`` (exact + MinHash LSH near-duplicates), ``exact`` (identical token sequences), ``off``."""
+    near_threshold: float = 0.7
+    """Near-duplicates: estimated Jaccard similarity of shingle sets at or above which a copy is removed."""
+    shingle_size: int = 5
+    """Near-duplicates: tokens per shingle."""
+    num_perm: int = 128
+    """Near-duplicates: MinHash permutations (more = finer similarity estimates, more memory)."""
+    decontaminate: bool = True
+    """Remove text overlapping the evaluation task suite (the ``clean`` stage supplies its items)."""
+    decontam_ngram: int = 13
+    """Decontamination: n-gram length in tokens."""
+    decontam_mode: str = "document"
+    """Decontamination: ``document`` removes a contaminated document, ``span`` cuts out the overlap."""
+    mix_epochs: dict = field(default_factory=dict)
+    """Times each source is written (source name -> epochs; 2 repeats it, 0.5 keeps a fixed half)."""
+    mix_weights: dict = field(default_factory=dict)
+    """Target share of the cleaned bytes per source (turned into epochs); overrides mix_epochs."""
+    workers: int = 0
+    """Cleaning processes (0 = one per core); the output is the same for any number."""
+    chunk_bytes: int = 1_000_000
+    """Documents are cleaned in chunks of about this many bytes (the unit of resuming and of work)."""
+    engine: str = "local"
+    """``local`` (processes on this machine) or ``datatrove`` (its executors: local, Slurm, Ray)."""
+
+
+@dataclass
 class TokenizerConfig:
     """Byte-level BPE training."""
 
@@ -454,7 +509,7 @@ class SFTConfig:
 class PipelineConfig:
     """Which stages a run has, in order (see ``llmkit/stages/``)."""
 
-    stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples", "sft"])
+    stages: list[str] = field(default_factory=lambda: ["clean", "data", "pretrain", "samples", "sft"])
     """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
 
 
@@ -463,6 +518,7 @@ class RunConfig:
     """Everything a speedrun needs; the YAML presets are partial dicts of this."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -103,8 +103,9 @@ def _messages(raw, key: str) -> list[dict]:
         if role not in ROLES:
             raise BadRecord(f"unknown role {role!r}")
         text = m.get("content", m.get("value"))
-        if text is None and role == "assistant" and m.get("tool_calls"):
-            text = json.dumps(m["tool_calls"], ensure_ascii=False)
+        if role == "assistant" and m.get("tool_calls"):  # the template writes them as <tool_call> blocks
+            out.append({"role": role, "content": text if isinstance(text, str) else "", "tool_calls": m["tool_calls"]})
+            continue
         out.append({"role": role, "content": _content(text, f"{key}[{i}]")})
     return out
 
@@ -248,19 +249,21 @@ def _end_of_turn_tokens(tokenizer) -> list[str]:
     return names + ([eos] if eos and eos not in names else [])
 
 
-def encode_conversation(tokenizer, messages: Sequence[dict]) -> Encoded:
+def encode_conversation(tokenizer, messages: Sequence[dict], tools: list[dict] | None = None) -> Encoded:
     """Token ids of ``messages`` in the tokenizer's chat template (BOS first unless the template
     writes one, as the chat engine does) and the mask of assistant tokens plus their end-of-turn
     token. The template is rendered up to each assistant turn to find its characters, so the
-    mask is exact for any template; tokens are assigned by their character offsets."""
-    text = tokenizer.apply_chat_template(list(messages))
+    mask is exact for any template; tokens are assigned by their character offsets. ``tools``
+    (OpenAI schemas) are rendered by the template; assistant tool calls are learned like replies."""
+    extra = {"tools": tools} if tools else {}
+    text = tokenizer.apply_chat_template(list(messages), **extra)
     spans = []
     ends = _end_of_turn_tokens(tokenizer)
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(list(messages[:i]), add_generation_prompt=True) if i else ""
-        through = tokenizer.apply_chat_template(list(messages[: i + 1]))
+        before = tokenizer.apply_chat_template(list(messages[:i]), add_generation_prompt=True, **extra) if i else ""
+        through = tokenizer.apply_chat_template(list(messages[: i + 1]), **extra)
         if not text.startswith(through) or not through.startswith(before):
             raise DataError(
                 "chat template: a conversation's rendering is not built turn by turn; "

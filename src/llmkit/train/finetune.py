@@ -59,7 +59,8 @@ def build_mix(
     if train_ex:
         st = ChatStats(read=len(train_ex))
         encoded = [
-            fit_length(encode_conversation(tokenizer, to_messages(e)), seq_len, cfg.overlong, st) for e in train_ex
+            fit_length(encode_conversation(tokenizer, to_messages(e), e.meta.get("tools")), seq_len, cfg.overlong, st)
+            for e in train_ex
         ]
         datasets.append([e for e in encoded if e is not None])
         weights.append(cfg.task_weight)
