@@ -187,6 +187,7 @@ def calibration_batches(
         ids += [*tokenizer.encode(text), tokenizer.eos_id or 0]
         if len(ids) >= tokens:
             break
+    ids = ids[:tokens]
     rows = len(ids) // seq_len
     if rows == 0:
         raise DataError(f"calibration text has {len(ids)} tokens, fewer than one row of {seq_len}; give more text")
