@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from llmkit.checkpoint import load_model
+from llmkit.checkpoint import check_checkpoint, load_model
 from llmkit.config import ModelConfig
 from llmkit.infer.sampling import GenerationError
 
@@ -230,7 +230,13 @@ def load(
 
     path = Path(path)
     device = device or default_device()
-    model = load_model(path, device=device, dtype=inference_dtype(dtype, device))
+    if check_checkpoint(path).get("quantization_config"):  # codes and scales: no dtype to choose
+        from llmkit.quant.model import load_quantized
+
+        model = load_quantized(path, device=device)
+        inference_only = True
+    else:
+        model = load_model(path, device=device, dtype=inference_dtype(dtype, device))
     if rope_scaling is not None:
         from llmkit.model.rope import set_rope_scaling
 

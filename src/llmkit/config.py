@@ -114,6 +114,9 @@ class TokenizerConfig:
     """A merge must occur at least this often in the training text."""
     max_train_chars: int = 0
     """Train the tokenizer on at most this many characters of the corpus (0 = all)."""
+    pre_tokenizer: str = "qwen2"
+    """Split regex before BPE: ``qwen2`` (GPT-4's with single digits; llama.cpp tokenizes it
+    identically, so GGUF export works) or ``llmkit`` (Chinese in runs of at most 2 characters)."""
 
 
 @dataclass

@@ -6,7 +6,11 @@ pipeline and keeps the files compatible with ``transformers.AutoTokenizer``:
 * **No normalizer** and a **byte-level** model, so every Unicode string round-trips exactly
   (``decode(encode(s)) == s``): leading spaces, ``\\r\\n``, control characters, NUL, emoji and
   combining marks all survive.
-* **Pre-tokenizer**: a GPT-4-like regex split, with two changes. Digits are split one by one, so a
+* **Pre-tokenizer**: one of :data:`PRE_TOKENIZERS`. The default, ``qwen2``, is GPT-4's regex with
+  digits split one by one (Qwen2's, which llama.cpp implements under that name, so a GGUF export
+  tokenizes identically there); measured no worse than ``llmkit``'s own on English bytes/token or
+  Chinese chars/token (docs/BENCHMARKS.md, "Tokenizer"). ``llmkit`` is a GPT-4-like regex split
+  with two changes. Digits are split one by one, so a
   number always tokenizes the same way whatever its neighbours (``2024`` is ``2 0 2 4``). CJK
   characters (Han ideographs, kana, hangul) are split into short runs (:data:`CJK_RUN` characters),
   because Chinese has no spaces: without this, a whole paragraph would be one pre-token and BPE
@@ -54,6 +58,15 @@ runs of 2 beat single characters on Chinese chars/token (+2% at 4k vocab, +9% at
 longer runs add little compression and cost training time."""
 
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+"""Qwen2's split regex (GPT-4's with single digits), llama.cpp's ``qwen2`` pre-tokenizer."""
+
+PRE_TOKENIZERS = ("qwen2", "llmkit")
+"""Split regexes a tokenizer can be trained with: ``qwen2`` (:data:`QWEN2_PATTERN`, the default) or
+``llmkit`` (:func:`split_pattern`: CJK in runs of at most :data:`CJK_RUN`; no llama.cpp equivalent)."""
 
 # One line, no blocks that trim whitespace differently: renders identically under jinja2 and under
 # transformers' own sandboxed environment (trim_blocks/lstrip_blocks). BOS is written by the template
@@ -108,11 +121,11 @@ def split_pattern(cjk_run: int = CJK_RUN) -> str:
     )
 
 
-def _empty_tokenizer(cjk_run: int = CJK_RUN) -> _HFTokenizer:
+def _empty_tokenizer(pattern: str) -> _HFTokenizer:
     tok = _HFTokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(split_pattern(cjk_run)), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -203,8 +216,12 @@ class Tokenizer:
         min_frequency: int = 2,
         show_progress: bool = True,
         cjk_run: int = CJK_RUN,
+        pre_tokenizer: str = "qwen2",
     ) -> Tokenizer:
-        """Train BPE on ``texts``. ``cjk_run`` exists for the benchmark that chose :data:`CJK_RUN`."""
+        """Train BPE on ``texts`` with the split regex ``pre_tokenizer`` (:data:`PRE_TOKENIZERS`).
+        ``cjk_run`` (of the ``llmkit`` regex) exists for the benchmark that chose :data:`CJK_RUN`."""
+        if pre_tokenizer not in PRE_TOKENIZERS:
+            raise ConfigError(f"tokenizer.pre_tokenizer={pre_tokenizer!r}: use one of {', '.join(PRE_TOKENIZERS)}")
         need = 256 + len(SPECIAL_TOKENS)
         if vocab_size < need:
             raise ConfigError(
@@ -219,7 +236,7 @@ class Tokenizer:
                     seen["chars"] += len(t)
                     yield t
 
-        inner = _empty_tokenizer(cjk_run)
+        inner = _empty_tokenizer(QWEN2_PATTERN if pre_tokenizer == "qwen2" else split_pattern(cjk_run))
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
