@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,25 @@ import torch
 from llmkit.checkpoint import load_model
 from llmkit.config import ModelConfig
 from llmkit.infer.sampling import GenerationError
+
+CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")
+"""``llmkit_stage`` values in config.json of checkpoints trained to follow the chat template."""
+
+
+def is_chat_model(path: Path, tokenizer) -> bool:
+    """True when the checkpoint was instruction-tuned and its tokenizer carries a chat template."""
+    try:
+        stage = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("llmkit_stage")
+    except (OSError, json.JSONDecodeError):
+        return False
+    has_template = hasattr(tokenizer, "apply_chat_template")
+    tc = Path(path) / "tokenizer_config.json"
+    if tc.is_file():
+        try:
+            has_template = has_template and bool(json.loads(tc.read_text(encoding="utf-8")).get("chat_template"))
+        except json.JSONDecodeError:
+            has_template = False
+    return stage in CHAT_STAGES and has_template
 
 
 def default_device() -> str:

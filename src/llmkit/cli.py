@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = debug_flag
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
+    if not getattr(args, "func", None):  # no verb: a usage mistake, like any other (exit 2)
+        parser.print_help(sys.stderr)
+        return 2
     debug = args.debug or os.environ.get("LLMKIT_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
+import itertools
 import json
 import sys
 import typing
@@ -92,7 +93,7 @@ ORDER = 60  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:
-    from llmkit.commands._common import add_model_args
+    from llmkit.commands._common import DefaultsHelpFormatter, add_model_args
 
     p = sub.add_parser(
         "generate",
@@ -101,7 +102,7 @@ def register(sub) -> None:
         '--input FILE (.txt: one prompt per line; .jsonl: objects with a "prompt" '
         "field, other fields are copied through) writes one JSON object per prompt "
         "to --output (or stdout).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
     src = p.add_mutually_exclusive_group(required=True)
@@ -155,13 +156,24 @@ def run(args) -> int:
     lm.engine.max_batch = args.batch_size
     prompts = [r["prompt"] for r in rows]
     if args.chat:
+        from llmkit.api import is_chat_model
+        from llmkit.console import say
+
+        if not is_chat_model(lm.path, lm.tokenizer):
+            say(
+                f"warning: {args.checkpoint} is a base model (not instruction-tuned): with --chat it continues "
+                "the chat template as text and will not answer like an assistant; drop --chat to continue text"
+            )
         prompts = [chat_prompt_ids(lm.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
         params.stop_token_ids = list(params.stop_token_ids) + chat_stop_ids(lm.tokenizer)
     spec = dict(draft=args.draft, prompt_lookup=args.prompt_lookup, num_draft_tokens=args.num_draft_tokens)
     options = dict(params.__dict__.items())
     if args.prompt and len(prompts) == 1 and args.output is None and params.n == 1 and params.num_beams == 1:
-        print(rows[0]["prompt"], end="", flush=True)  # stream one prompt to the terminal
-        for delta in lm.stream(prompts[0], **options, **spec):
+        deltas = lm.stream(prompts[0], **options, **spec)
+        first = next(deltas, "")  # starts the request: a prompt that cannot run fails here, before any output
+        if not args.chat:  # a continuation is printed after its prompt; a chat reply stands alone
+            print(rows[0]["prompt"], end="", flush=True)
+        for delta in itertools.chain([first], deltas):
             print(delta, end="", flush=True)
         print()
         return 0
