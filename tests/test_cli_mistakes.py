@@ -50,11 +50,13 @@ def test_a_decoding_option_of_the_wrong_type_is_an_error_not_a_traceback(monkeyp
     with pytest.raises(LLMKitError, match=r"max_new_tokens='5': must be an integer"):
         lm.generate("hi", max_new_tokens="5")
     # in a chat, the session goes on: the next line is still answered
-    monkeypatch.setattr("sys.stdin", io.StringIO("/params temperature=abc\n/params top_k=1.5\nROMEO:\n/quit\n"))
+    lines = "/params temperature=abc\n/params top_k=1.5\n/save /dev/null/x.json\nROMEO:\n/quit\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
     assert main(["chat", str(base), "--max-new-tokens", "4"]) == 0
     out = capsys.readouterr().out
     assert "error: temperature='abc': must be a number" in out and "error: top_k=1.5: must be an integer" in out
-    assert out.count("you> ") == 4
+    assert "error: /dev/null: file exists; check the path" in out
+    assert out.count("you> ") == 5
 
 
 def test_a_config_json_field_of_the_wrong_type_names_the_file_and_field(capsys, base, tmp_path):
@@ -88,6 +90,21 @@ def test_a_file_given_as_the_checkpoint(capsys, base):
 
 
 # ------------------------------------------------------------------ generate
+def test_generate_options_that_used_to_surprise(capsys, base):
+    one_line(capsys, ["generate", base, "--prompt", "hi", "--device", "cuda:99"], "device 'cuda:99' is not available")
+    one_line(capsys, ["generate", base, "--prompt", "hi", "--device", "gpu"], "'gpu' is not a device name")
+    one_line(capsys, ["generate", base, "--prompt", "hi", "--logprobs", "100000"], "there are only 320 tokens")
+    # beam search with the command's own sampling defaults (temperature 0.8, top-k 50) just works
+    assert main(["generate", str(base), "--prompt", "hi", "--num-beams", "2", "--max-new-tokens", "3"]) == 0
+    # one prompt with --logprobs is JSON (streamed text would drop the log-probabilities)
+    assert main(["generate", str(base), "--prompt", "hi", "--logprobs", "2", "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(json.loads(out[-1])["completions"][0]["logprobs"]) == 3
+    with pytest.raises(SystemExit) as e:
+        main(["generate", str(base), "--prompt", "hi", "--batch-size", "0"])
+    assert e.value.code == 2 and "--batch-size: 0 must be at least 1" in capsys.readouterr().err
+
+
 def test_a_prompt_longer_than_the_context_prints_nothing_before_the_error(capfd, base):
     assert main(["generate", str(base), "--prompt", "ROMEO " * 100]) == 2
     out = capfd.readouterr()
@@ -116,6 +133,9 @@ def test_no_verb_is_a_usage_error(capsys):
         (["train.seq_len=1024"], "train.seq_len=1024 exceeds model.max_position_embeddings=128"),
         (["sample.temperature=-1"], "sample.temperature"),
         (["train.ckpt_every=0"], "train.ckpt_every must be positive"),
+        (["train.device=cuda:99"], "train.device 'cuda:99' is not available on this machine; it has:"),
+        (["pipeline.stages=[]"], "pipeline.stages is empty"),
+        (["pipeline.stages=[data,samples]"], "has no pretrain stage"),
     ],
 )
 def test_config_mistakes_are_found_before_any_work(capsys, tmp_path, argv, needle):
@@ -149,6 +169,15 @@ def test_pretrain_help_shows_the_presets_values(capsys):
     with pytest.raises(SystemExit):
         main(["pretrain", "--preset", "cpu-micro", "--help"])
     assert "model.num_hidden_layers = 2" in capsys.readouterr().out
+
+
+def test_paths_that_are_files_or_cannot_be_written(capsys, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    one_line(capsys, ["speedrun", "--preset", "cpu-micro", "--run-dir", a_file], "is a file, not a run directory")
+    src = tmp_path / "t.txt"
+    src.write_text(TEXT, encoding="utf-8")
+    one_line(capsys, ["tokenizer", "train", src, "--out", a_file / "tok", "--vocab-size", "300"], str(a_file))
 
 
 # ------------------------------------------------------------------ tokenizer and data verbs

@@ -10,6 +10,7 @@ import torch
 
 from llmkit.checkpoint import load_model
 from llmkit.config import ModelConfig
+from llmkit.devices import pick_device
 from llmkit.infer.sampling import GenerationError
 
 CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")
@@ -30,15 +31,6 @@ def is_chat_model(path: Path, tokenizer) -> bool:
         except json.JSONDecodeError:
             has_template = False
     return stage in CHAT_STAGES and has_template
-
-
-def default_device() -> str:
-    """``cuda`` if present, else ``mps`` if present, else ``cpu``."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 DTYPES = {
@@ -247,7 +239,8 @@ def load(
     from llmkit.tokenizer import Tokenizer
 
     path = Path(path)
-    device = device or default_device()
+    device = pick_device(device)
+    device = device.type if device.index in (None, 0) else str(device)  # "cuda", not "cuda:0"
     model = load_model(path, device=device, dtype=inference_dtype(dtype, device))
     if rope_scaling is not None:
         from llmkit.model.rope import set_rope_scaling

@@ -362,6 +362,12 @@ class TrainConfig:
             raise ConfigError(f"train.dtype={self.dtype!r}: use 'auto', 'fp32' or 'bf16'")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        from llmkit.devices import pick_device  # imports torch: only when a config is checked
+
+        try:
+            pick_device(self.device)
+        except ConfigError as e:
+            raise ConfigError(f"train.{e}") from None
 
 
 @dataclass
@@ -392,6 +398,13 @@ class PipelineConfig:
 
     stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples"])
     """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
+
+    def validate(self) -> None:
+        if not self.stages:
+            raise ConfigError("pipeline.stages is empty; list the stages to run, e.g. [data, pretrain, samples]")
+        twice = sorted({s for s in self.stages if self.stages.count(s) > 1})
+        if twice:
+            raise ConfigError(f"pipeline.stages names {', '.join(twice)} twice; each stage runs once")
 
 
 @dataclass

@@ -48,6 +48,8 @@ def _diff(a, b, prefix=""):
 
 def init_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     """Create the run directory and save the resolved config; refuse to mix configs in one run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: is a file, not a run directory; give --run-dir a directory")
     path = run_dir / "config.yaml"
     current = cfg.to_dict()
     if path.is_file():
@@ -105,7 +107,7 @@ def _forget(run_dir: Path, stages: list[Stage]) -> None:
 def _index(stages: list[Stage], name: str, flag: str) -> int:
     names = [s.name for s in stages]
     if name not in names:
-        raise ConfigError(f"{flag} {name!r} is not a stage of this run; stages: {', '.join(names)}")
+        raise ConfigError(f"{flag} {name!r} is not a stage of this run; pipeline.stages: {', '.join(names)}")
     return names.index(name)
 
 

@@ -10,6 +10,17 @@ from llmkit.config import RunConfig, list_presets, overrides_help, resolve
 from llmkit.errors import LLMKitError
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (argparse turns the error into a usage line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 class DefaultsHelpFormatter(argparse.HelpFormatter):
     """Ends an option's help with ``(default: X)`` unless the help already names its default or
     the default says nothing (None, False, an empty list)."""

@@ -14,7 +14,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import TextIO
 
-from llmkit.errors import LLMKitError
+from llmkit.errors import LLMKitError, os_error_line
 
 HELP = """commands:
   /system [TEXT]        set the system prompt (no text: show it; chat models only)
@@ -271,4 +271,6 @@ def _command(session: ChatSession, line: str, say) -> bool:
             say(f"unknown command /{cmd}; /help lists them")
     except LLMKitError as e:
         say(f"error: {e}")
+    except OSError as e:  # /save to a path that cannot be written: the conversation stays
+        say(f"error: {os_error_line(e)}")
     return False

@@ -339,6 +339,8 @@ class LogitsPipeline:
     def __init__(self, params: SamplingParams, vocab_size: int, stop_ids: list[int], device):
         self.p = params
         self.vocab_size = vocab_size
+        if params.logprobs is not None and params.logprobs > vocab_size:
+            raise GenerationError(f"logprobs={params.logprobs}: there are only {vocab_size} tokens to list")
         self.bias = bias_vector(params.logit_bias, vocab_size, device) if params.logit_bias else None
         mask = None
         if params.allowed_token_ids is not None:
