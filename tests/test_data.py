@@ -265,7 +265,7 @@ def test_fortunes_zh_fetched_with_apt(corpus_cache):
 def test_unknown_corpus_lists_names():
     with pytest.raises(DataError, match=r"known corpora: shakespeare, fortunes-zh"):
         fetch_corpus("wikipedia")
-    assert corpus_names() == ["shakespeare", "fortunes-zh"]
+    assert corpus_names() == ["shakespeare", "fortunes-zh", "shakespeare-folio"]
 
 
 def test_corpus_cleaning_helpers():

@@ -58,6 +58,61 @@ class DataConfig:
 
 
 @dataclass
+class CleanConfig:
+    """Cleaning, deduplication, decontamination and mixing before the tokenizer (the ``clean`` stage
+    and ``llmkit data clean``; see docs/data-cleaning.md)."""
+
+    normalise: bool = True
+    """Repair mojibake (ftfy), NFC, drop control characters, tidy whitespace."""
+    html: str = "auto"
+    """HTML to main text with trafilatura: ``auto`` (documents that look like a page), ``on``, ``off``."""
+    languages: list[str] = field(default_factory=list)
+    """Keep documents in these languages (ISO 639-1 codes, e.g. [en, zh]); empty keeps every language."""
+    lang_thresholds: dict = field(default_factory=dict)
+    """Minimum language-identification probability per language, e.g. {en: 0.5}."""
+    boilerplate: bool = True
+    """Remove navigation and legal lines (cookie notices, 版权所有, ...) inside documents."""
+    quality: bool = True
+    """Gopher/C4-style document rules, Chinese-aware (lengths in tokens: a Chinese character is one)."""
+    min_tokens: int = 4
+    """Quality: documents need at least this many tokens (words, or Chinese characters)."""
+    max_tokens: int = 500_000
+    """Quality: documents may have at most this many tokens."""
+    min_alpha_tokens: float = 0.7
+    """Quality: at least this share of tokens must not be bare numbers."""
+    max_symbol_ratio: float = 0.1
+    """Quality: at most this many ``#`` and ellipses per token."""
+    repetition: bool = True
+    """Gopher repetition rules (repeated lines, paragraphs, n-grams) on documents of 300+ tokens."""
+    pii: bool = False
+    """Replace e-mail addresses, phone numbers, IP addresses and Chinese ID numbers with <EMAIL>, ..."""
+    dedup: str = "near"
+    """``near`` (exact + MinHash LSH near-duplicates), ``exact`` (identical token sequences), ``off``."""
+    near_threshold: float = 0.7
+    """Near-duplicates: estimated Jaccard similarity of shingle sets at or above which a copy is removed."""
+    shingle_size: int = 5
+    """Near-duplicates: tokens per shingle."""
+    num_perm: int = 128
+    """Near-duplicates: MinHash permutations (more = finer similarity estimates, more memory)."""
+    decontaminate: bool = True
+    """Remove text overlapping the evaluation task suite (the ``clean`` stage supplies its items)."""
+    decontam_ngram: int = 13
+    """Decontamination: n-gram length in tokens."""
+    decontam_mode: str = "document"
+    """Decontamination: ``document`` removes a contaminated document, ``span`` cuts out the overlap."""
+    mix_epochs: dict = field(default_factory=dict)
+    """Times each source is written (source name -> epochs; 2 repeats it, 0.5 keeps a fixed half)."""
+    mix_weights: dict = field(default_factory=dict)
+    """Target share of the cleaned bytes per source (turned into epochs); overrides mix_epochs."""
+    workers: int = 0
+    """Cleaning processes (0 = one per core); the output is the same for any number."""
+    chunk_bytes: int = 1_000_000
+    """Documents are cleaned in chunks of about this many bytes (the unit of resuming and of work)."""
+    engine: str = "local"
+    """``local`` (processes on this machine) or ``datatrove`` (its executors: local, Slurm, Ray)."""
+
+
+@dataclass
 class TokenizerConfig:
     """Byte-level BPE training."""
 
@@ -393,10 +448,102 @@ class SampleConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Supervised fine-tuning (``llmkit sft`` and the speedrun's ``sft`` stage)."""
+
+    data: list[str] = field(default_factory=list)
+    """Chat datasets ``PATH[@WEIGHT]`` (JSONL/JSON/Parquet, saved datasets, hf:NAME) mixed by weight."""
+    tasks: list[str] = field(
+        default_factory=lambda: ["add2", "sub2", "compare2", "copy", "reverse", "upper_case", "word_problems"]
+    )
+    """Task-suite tasks whose training split joins the mix (``llmkit tasks list``)."""
+    corpus_tasks: list[str] = field(
+        default_factory=lambda: ["shakespeare_speaker", "poem_author", "next_line_poem", "next_line_play"]
+    )
+    """Tasks made from the pretraining corpora (only those whose corpus the run pretrained on)."""
+    task_examples: int = 2000
+    """Training examples made per task."""
+    task_weight: float = 1.0
+    """Weight of the task-suite mix against each ``sft.data`` dataset (whose weight is in its spec)."""
+    eval_examples: int = 50
+    """Held-out examples per task evaluated during and after training (and for the base model)."""
+    few_shot: int = 3
+    """Examples shown to the base model before each held-out question."""
+    max_steps: int = 300
+    """Optimizer steps (ignored when ``epochs`` > 0)."""
+    epochs: float = 0.0
+    """Passes over the mix; > 0 sets the number of steps."""
+    batch_size: int = 16
+    """Packed rows per micro-batch."""
+    seq_len: int = 0
+    """Tokens per row; 0 = the base model's context."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 20
+    """Linear warmup steps."""
+    min_lr_ratio: float = 0.1
+    """The cosine schedule decays to lr * min_lr_ratio."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay on matrices."""
+    eval_every: int = 0
+    """Held-out task accuracy every N steps (0 = only at the end)."""
+    ckpt_every: int = 100
+    """Resumable checkpoint every N steps (and at the end)."""
+    log_every: int = 10
+    """Metrics row every N steps."""
+    packing: bool = True
+    """Pack several conversations per row (attention kept inside each); False pads one per row."""
+    overlong: str = "truncate"
+    """A conversation longer than a row: ``truncate`` it or ``drop`` it (either is counted)."""
+    lora_rank: int = 0
+    """LoRA rank; 0 trains every weight (full fine-tuning)."""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator: the update is (alpha / rank) * B @ A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path's input."""
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names (last part) that get LoRA adapters."""
+
+    def validate(self) -> None:
+        for name in ("task_examples", "eval_examples", "batch_size", "max_steps", "ckpt_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"sft.{name} must be positive, got {getattr(self, name)}")
+        if self.overlong not in ("truncate", "drop"):
+            raise ConfigError(f"sft.overlong={self.overlong!r}: use 'truncate' or 'drop'")
+        if self.task_weight <= 0:
+            raise ConfigError(f"sft.task_weight must be positive, got {self.task_weight}")
+        if self.lora_rank < 0 or self.lr <= 0:
+            raise ConfigError("sft.lora_rank must be >= 0 and sft.lr positive")
+
+    def train_config(self, base: TrainConfig, seq_len: int) -> TrainConfig:
+        """The loop's settings for SFT: this section's schedule on top of the run's device, dtype,
+        seed and clipping."""
+        return dataclasses.replace(
+            base,
+            max_steps=self.max_steps,
+            batch_size=self.batch_size,
+            grad_accum=1,
+            seq_len=seq_len,
+            optimizer="adamw",
+            lr=self.lr,
+            warmup_steps=min(self.warmup_steps, max(self.max_steps - 1, 0)),
+            schedule="cosine",
+            min_lr_ratio=self.min_lr_ratio,
+            weight_decay=self.weight_decay,
+            eval_every=self.eval_every,
+            ckpt_every=self.ckpt_every,
+            log_every=self.log_every,
+            time_budget_s=0.0,
+        )
+
+
+@dataclass
 class PipelineConfig:
     """Which stages a run has, in order (see ``llmkit/stages/``)."""
 
-    stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples"])
+    stages: list[str] = field(default_factory=lambda: ["clean", "data", "pretrain", "samples", "sft"])
     """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
 
     def validate(self) -> None:
@@ -412,10 +559,12 @@ class RunConfig:
     """Everything a speedrun needs; the YAML presets are partial dicts of this."""
 
     data: DataConfig = field(default_factory=DataConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     preset: str = ""
 

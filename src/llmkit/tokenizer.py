@@ -58,13 +58,37 @@ longer runs add little compression and cost training time."""
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 
 # One line, no blocks that trim whitespace differently: renders identically under jinja2 and under
-# transformers' own sandboxed environment (trim_blocks/lstrip_blocks).
+# transformers' own sandboxed environment (trim_blocks/lstrip_blocks). BOS is written by the template
+# (so transformers' apply_chat_template(tokenize=True) gives the ids llmkit trains on); the roles are
+# system, user, assistant and tool (tool results), anything else is an error.
 CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    # OpenAI-style tools: their schemas open the conversation as (part of) the system message
+    "{% if tools %}{{ '<|system|>\n' }}"
+    "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\n\n' }}{% endif %}"
+    "{{ 'Tools you can call:\n' }}"
+    "{% for tool in tools %}{{ (tool['function'] if tool['function'] is defined else tool) | tojson }}{{ '\n' }}"
+    "{% endfor %}"
+    "{{ 'To call one, write <tool_call>{\"name\": ..., \"arguments\": {...}}</tool_call>' + '<|end|>\n' }}"
+    "{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
+    "{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
+    "{{ raise_exception('unknown role ' + message['role'] + ': use system, user, assistant or tool') }}"
+    "{% endif %}"
+    "{% if not (tools and loop.first and message['role'] == 'system') %}"
+    "{{ '<|' + message['role'] + '|>\n' + (message['content'] or '') }}"
+    # an assistant's tool calls, each as <tool_call>{"name": ..., "arguments": {...}}</tool_call>
+    "{% if message['tool_calls'] is defined and message['tool_calls'] %}{% for call in message['tool_calls'] %}"
+    "{% set f = call['function'] if call['function'] is defined else call %}"
+    "{{ '<tool_call>{\"name\": ' + (f['name'] | tojson) + ', \"arguments\": ' }}"
+    "{% if f['arguments'] is string %}{{ f['arguments'] }}{% else %}{{ f['arguments'] | tojson }}{% endif %}"
+    "{{ '}</tool_call>' }}{% endfor %}{% endif %}"
+    "{{ '<|end|>\n' }}"
+    "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
 def split_pattern(cjk_run: int = CJK_RUN) -> str:
@@ -349,8 +373,11 @@ class Tokenizer:
         read with a different tokenizer."""
         return hashlib.sha256(self._json.encode("utf-8")).hexdigest()[:16]
 
-    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        """Render ``messages`` with the same template and Jinja settings transformers uses."""
+    def apply_chat_template(
+        self, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None
+    ) -> str:
+        """Render ``messages`` with the same template and Jinja settings transformers uses;
+        ``tools`` are OpenAI tool schemas (``{"type": "function", "function": {...}}``)."""
         import jinja2
         from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -366,6 +393,7 @@ class Tokenizer:
             return env.from_string(self.chat_template).render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
+                tools=tools or None,
                 **{k: v or "" for k, v in self._tokens.items()},
             )
         except jinja2.TemplateError as e:

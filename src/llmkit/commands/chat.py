@@ -30,7 +30,7 @@ CTRL_C_HINT = "\n(Ctrl-C: type /quit or press Ctrl-D to leave)"
 class ChatSession:
     """Conversation state + one streaming reply at a time (the REPL below drives it)."""
 
-    def __init__(self, lm, params, system: str | None = None, notice=print):
+    def __init__(self, lm, params, system: str | None = None, notice=print, rag=None, tools=()):
         from llmkit.api import is_chat_model
         from llmkit.infer.engine import chat_stop_ids
 
@@ -43,6 +43,8 @@ class ChatSession:
         self.messages: list[dict] = []  # chat model: alternating user/assistant turns
         self.text = ""  # base model: the running text
         self.notice = notice
+        self.rag = rag  # a RagIndex: each question is answered from numbered passages, then sources shown
+        self.tools = list(tools)  # Tool objects the model may call (the tool loop runs them)
 
     @property
     def context(self) -> int:
@@ -88,6 +90,15 @@ class ChatSession:
 
     def respond(self, user: str) -> Iterator[str]:
         """Stream the reply to ``user``; whatever was written (even if interrupted) joins the history."""
+        hits = []
+        if self.chat and self.rag is not None:
+            from llmkit.rag.answer import grounded_messages
+
+            grounded, hits = grounded_messages(self.rag, user, self.tok, self._budget() // 2)
+            user = grounded[-1]["content"]
+        if self.chat and self.tools:
+            yield from self._respond_with_tools(user)
+            return
         if self.chat:
             self.messages.append({"role": "user", "content": user})
             ids = self._chat_prompt()
@@ -108,6 +119,28 @@ class ChatSession:
                 self.messages.append({"role": "assistant", "content": reply})
             else:
                 self.text += reply
+        for i, h in enumerate(hits, 1):
+            self.notice(f"{'' if i > 1 else chr(10)}[{i}] {h.chunk.source} ({h.chunk.where})")
+
+    def _respond_with_tools(self, user: str) -> Iterator[str]:
+        """One turn through the tool loop: each call and result is shown, then the final reply."""
+        import json
+
+        from llmkit.infer.tools import run_tools
+
+        def show(message: dict) -> None:
+            for call in message.get("tool_calls") or []:
+                fn = call["function"]
+                self.notice(f"[{fn['name']} {fn['arguments']}]")
+            if message["role"] == "tool":
+                self.notice(f"[-> {json.dumps(message['content'], ensure_ascii=False)[1:-1][:300]}]")
+
+        self.messages.append({"role": "user", "content": user})
+        history = ([{"role": "system", "content": self.system}] if self.system else []) + self.messages
+        params = replace(self.params, truncate_prompt=True)
+        turn = run_tools(self.lm.engine, self.tok, history, self.tools, params, on_message=show)
+        self.messages += turn.messages
+        yield turn.reply
 
     def set_params(self, assignments: list[str]) -> None:
         """``["temperature=0.2", "top-p=0.9"]`` -> new validated params (unchanged on error)."""
@@ -172,6 +205,13 @@ def register(sub) -> None:
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
     p.add_argument("--system", default=None, help="system prompt (chat models)")
+    p.add_argument("--rag", type=Path, default=None, metavar="INDEX", help="answer from an index (llmkit rag index)")
+    p.add_argument(
+        "--tools",
+        default="",
+        metavar="NAMES",
+        help="tools the model may call: calculator, python (a sandbox), search (needs --rag); comma-separated",
+    )
     add_model_args(p)
     add_decoding_args(p, max_new_tokens=256, temperature=0.8, top_k=50)
     p.set_defaults(func=run)
@@ -189,7 +229,9 @@ def run(args, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
         stdout.write(msg + "\n")
         stdout.flush()
 
-    session = ChatSession(lm, params, system=args.system, notice=say)
+    rag, tools = _rag_and_tools(args)
+    session = ChatSession(lm, params, system=args.system, notice=say, rag=None if "search" in args.tools else rag,
+                          tools=tools)  # fmt: skip
     mode = "chat model" if session.chat else "base model: plain continuation"
     say(f"llmkit chat: {args.checkpoint} ({mode}; context {session.context} tokens). /help for commands.")
     interactive = stdin.isatty()
@@ -214,6 +256,34 @@ def run(args, stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
                 return 0
         except KeyboardInterrupt:  # Ctrl-C while a command ran or its output was printed
             say(CTRL_C_HINT)
+
+
+def _rag_and_tools(args):
+    """The index of ``--rag`` and the Tool objects of ``--tools`` (``search`` = the index as a tool,
+    instead of passages in every prompt)."""
+    from llmkit.infer.sampling import GenerationError
+
+    rag = None
+    if args.rag is not None:
+        from llmkit.rag.index import RagIndex
+
+        rag = RagIndex.open(args.rag)
+    tools = []
+    for name in [n.strip() for n in args.tools.split(",") if n.strip()]:
+        if name == "search":
+            if rag is None:
+                raise GenerationError("--tools search needs an index: add --rag INDEX")
+            from llmkit.rag.tool import retrieval_tool
+
+            tools.append(retrieval_tool(rag))
+        else:
+            from llmkit.infer.tools import ToolError, builtin_tool
+
+            try:
+                tools.append(builtin_tool(name))
+            except ToolError as e:
+                raise GenerationError(f"--tools: {e}") from None
+    return rag, tools
 
 
 def _turn(session: ChatSession, line: str, say, stdout: TextIO) -> bool:

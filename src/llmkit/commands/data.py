@@ -1,4 +1,4 @@
-"""``llmkit data fetch|stats|shard``: look at and prepare text before training on it."""
+"""``llmkit data fetch|stats|clean|shard``: look at, clean and prepare text before training on it."""
 
 from __future__ import annotations
 
@@ -35,8 +35,45 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Read each source as training would and report sizes and warnings.",
     )
     s.add_argument("sources", nargs="+", metavar="SOURCE", help="corpus name, path, glob, or hf:NAME[:CONFIG]")
+    s.add_argument(
+        "--clean",
+        action="store_true",
+        help="also show what `data clean` would remove: per rule and source, examples, languages, lengths",
+    )
+    s.add_argument("--plots", type=Path, default=None, help="with --clean: save lengths.png and languages.png here")
     _source_args(s)
+    _clean_args(s)
     s.set_defaults(func=run_stats)
+
+    c = acts.add_parser(
+        "clean",
+        help="clean, deduplicate, decontaminate and mix sources into OUT/corpus/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Normalise, extract HTML, identify languages, apply quality and repetition rules, "
+        "scrub PII, remove exact and near duplicates and text overlapping evaluation items, and mix the "
+        "sources. Writes OUT/corpus/<source>/part-*.jsonl, OUT/report.json, OUT/DATACARD.md and "
+        "OUT/lengths.png, OUT/languages.png. Re-running the same command resumes a killed run.",
+        epilog=_clean_epilog(),
+    )
+    c.add_argument(
+        "sources",
+        nargs="*",
+        metavar="SOURCE",
+        help="corpus name, path, glob, or hf:NAME[:CONFIG]; clean.field=value words are settings",
+    )
+    c.add_argument("--out", type=Path, default=None, help="output directory (required)")
+    c.add_argument(
+        "--eval-texts",
+        type=Path,
+        action="append",
+        default=[],
+        help="decontaminate against these evaluation items: a text file (one item per line) or JSONL "
+        "(fields prompt, answer, solution, text); repeatable",
+    )
+    c.add_argument("--list-languages", action="store_true", help="print the language codes and exit")
+    _source_args(c)
+    _clean_args(c)
+    c.set_defaults(func=run_clean)
 
     h = acts.add_parser(
         "shard",
@@ -68,6 +105,75 @@ def _source_args(p: argparse.ArgumentParser) -> None:
         "--strict", action="store_true", help="fail on the first malformed JSONL line instead of skipping it"
     )
     p.add_argument("--max-documents", type=int, default=0, help="read at most this many documents per source (0 = all)")
+
+
+def _clean_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None, help="cleaning processes (default: one per core)")
+    p.add_argument("--languages", default=None, help="keep these languages, comma-separated (e.g. en,zh)")
+    p.add_argument("--preset", default=None, help="take the clean.* settings of this preset (e.g. cpu-tiny)")
+
+
+def _clean_epilog() -> str:
+    from llmkit.config import field_docs
+
+    lines = ["clean settings (clean.field=value):"]
+    for name, default, doc in field_docs():
+        if name.startswith("clean."):
+            lines.append(f"  {name} = {default}\n      {doc}")
+    return "\n".join(lines)
+
+
+def _clean_cfg(args):
+    from llmkit.config import CleanConfig, build_section, load_preset_dict, parse_overrides
+    from llmkit.errors import ConfigError
+
+    values = dict(load_preset_dict(args.preset).get("clean") or {}) if args.preset else {}
+    nested = parse_overrides(args.overrides)  # taken out of SOURCE by _split_overrides
+    unknown = sorted(set(nested) - {"clean"})
+    if unknown:
+        raise ConfigError(f"override section {unknown[0]!r} is not used here; write clean.field=value")
+    values.update(nested.get("clean", {}))
+    if args.workers is not None:
+        values["workers"] = args.workers
+    if args.languages is not None:
+        values["languages"] = [x.strip() for x in args.languages.split(",") if x.strip()]
+    return build_section(CleanConfig, values, "clean")
+
+
+def _eval_texts(paths: list[Path]) -> list[str]:
+    import json
+
+    from llmkit.errors import DataError
+
+    texts = []
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"--eval-texts {path}: no such file; give a text or JSONL file of evaluation items")
+        for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    raise DataError(f"{path}:{lineno}: not JSON; write one JSON object per line") from None
+                texts += [str(rec[k]) for k in ("prompt", "answer", "solution", "text") if rec.get(k)]
+            else:
+                texts.append(line)
+    return texts
+
+
+def _split_overrides(args) -> None:
+    """``clean.field=value`` words among the sources are settings, not sources."""
+    import re
+
+    is_override = re.compile(r"^[a-z_]+\.[a-z_]+=").match
+    args.overrides = [s for s in args.sources if is_override(s)]
+    args.sources = [s for s in args.sources if not is_override(s)]
+    if not args.sources:
+        from llmkit.errors import ConfigError
+
+        raise ConfigError("name at least one SOURCE to read (a corpus, file, directory, glob or hf:NAME)")
 
 
 def _cfg(args):
@@ -104,9 +210,57 @@ def run_fetch(args) -> int:
     return 0
 
 
+def run_clean(args) -> int:
+    from llmkit.data.clean import clean_corpus
+    from llmkit.data.clean.report import markdown
+
+    if args.list_languages:
+        from llmkit.data.clean.langid import known_languages
+
+        print(" ".join(known_languages()))
+        return 0
+    if args.out is None:
+        from llmkit.errors import ConfigError
+
+        raise ConfigError("llmkit data clean: --out DIR is required (where the cleaned corpus is written)")
+    _split_overrides(args)
+    t0 = time.perf_counter()
+    r = clean_corpus(args.sources, args.out, _clean_cfg(args), _cfg(args), _eval_texts(args.eval_texts))
+    print(markdown(r, images=False))
+    kept = sum(p["documents_kept"] for p in r["sources"].values())
+    print(
+        f"\nkept {kept:,} of {sum(p['documents_in'] for p in r['sources'].values()):,} documents -> "
+        f"{args.out / 'corpus'} ({time.perf_counter() - t0:.1f}s); report: {args.out / 'DATACARD.md'}"
+    )
+    return 0
+
+
+def _stats_with_rules(args) -> None:
+    import shutil
+    import tempfile
+
+    from llmkit.data.clean import clean_corpus
+    from llmkit.data.clean.report import markdown
+
+    with tempfile.TemporaryDirectory(prefix="llmkit-stats-") as tmp:
+        r = clean_corpus(args.sources, Path(tmp) / "out", _clean_cfg(args), _cfg(args))
+        print("\n" + markdown(r, images=False))
+        if args.plots:
+            args.plots.mkdir(parents=True, exist_ok=True)
+            for name in ("lengths.png", "languages.png"):
+                shutil.copy(Path(tmp) / "out" / name, args.plots / name)
+            print(f"\nplots: {args.plots / 'lengths.png'}, {args.plots / 'languages.png'}")
+
+
 def run_stats(args) -> int:
+    from llmkit.data.clean.report import markdown
+    from llmkit.data.clean.runner import load_report
     from llmkit.data.sources import SourceStats, iter_documents
 
+    _split_overrides(args)
+    if len(args.sources) == 1 and load_report(Path(args.sources[0])) is not None:  # a cleaned corpus
+        print(markdown(load_report(Path(args.sources[0])), images=False))
+        return 0
     cfg = _cfg(args)
     print(f"{'source':<40} {'documents':>10} {'chars':>12} {'bytes':>12}")
     for source in cfg.sources:
@@ -116,6 +270,8 @@ def run_stats(args) -> int:
         print(f"{source:<40} {st.documents:>10,} {st.chars:>12,} {st.bytes:>12,}")
         for w in st.warnings():
             print(f"  warning: {w}")
+    if args.clean:
+        _stats_with_rules(args)
     return 0
 
 

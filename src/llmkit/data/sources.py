@@ -203,6 +203,17 @@ def _iter_parquet(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[s
 
 
 def _iter_file(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str]:
+    try:
+        yield from _iter_readable_file(path, cfg, stats)
+    except (PermissionError, IsADirectoryError, OSError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(
+            f"{path}: cannot read ({e.strerror or type(e).__name__}); check the file and its permissions"
+        ) from None
+
+
+def _iter_readable_file(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         yield from _iter_jsonl(path, cfg, stats)
@@ -276,6 +287,19 @@ def _iter_hub(spec: str, cfg: DataConfig, stats: SourceStats) -> Iterator[str]:
 
 
 # ---------------------------------------------------------------------- directories, globs
+def _is_binary(path: Path) -> bool:
+    """A file given by name that is not text: a binary extension, or a NUL byte in its first 8 KB."""
+    if path.suffix.lower() in _BINARY_SUFFIXES:
+        return True
+    if path.suffix.lower() in (".jsonl", ".parquet"):
+        return False
+    try:
+        with open(path, "rb") as f:
+            return b"\x00" in f.read(8192)
+    except OSError:
+        return False  # reading it later gives the error that names the problem
+
+
 def _looks_textual(path: Path) -> bool:
     if path.name.startswith(".") or path.suffix.lower() in _BINARY_SUFFIXES:
         return False
@@ -318,6 +342,8 @@ def _raw_documents(source: str, cfg: DataConfig, stats: SourceStats, cache_dir: 
         return
     path = Path(source).expanduser()
     if path.exists():
+        if path.is_file() and _is_binary(path):
+            raise DataError(f"{source}: a binary file, not text; remove it from the sources or convert it to text")
         if path.is_dir() and not _is_saved_dataset(path) and not _dir_files(path):
             raise DataError(f"{source}: directory has no text, .jsonl or .parquet files; add some or fix the path")
         yield from _iter_paths([path], source, cfg, stats)

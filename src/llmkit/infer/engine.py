@@ -698,12 +698,14 @@ class Engine:
 _END_OF_TURN = ("<|im_end|>", "<|end|>", "<|eot_id|>", "<|end_of_turn|>", "<end_of_turn>", "<|endofturn|>")
 
 
-def chat_prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+def chat_prompt_ids(tokenizer, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
     """Token ids of ``messages`` rendered by the tokenizer's chat template, ready for the
-    assistant's reply (BOS added unless the template already writes it)."""
+    assistant's reply (BOS added unless the template already writes it). ``tools``: OpenAI tool
+    schemas the template lists for the model (only passed on when given, for templates without tools)."""
     if not messages:
         raise GenerationError("chat needs at least one message")
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    extra = {"tools": tools} if tools else {}
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, **extra)
     bos = tokenizer.id_to_token(tokenizer.bos_id) if getattr(tokenizer, "bos_id", None) is not None else None
     return tokenizer.encode(text, bos=not (bos and text.startswith(bos)))
 

@@ -188,6 +188,9 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
         if fast is not None and all(f.ready() for f in fast.values()):
             continue
         linears = {key: [getattr(mod, name) for name in names] for key, names in groups.items()}
+        if not all(type(lin) is nn.Linear for group in linears.values() for lin in group):
+            mod.fast = None  # a wrapped projection (a LoRA adapter) runs through its own forward
+            continue
         tied = any(lin.weight.data_ptr() in embedded for group in linears.values() for lin in group)
         mod.fast = {key: fuse_linears(group, pack) for key, group in linears.items()}
         if release_dense and not tied:

@@ -1,5 +1,7 @@
 """The ``data`` stage: corpus -> train/validation split -> tokenizer -> token shards.
 
+The corpus is ``data.sources``, or the ``clean`` stage's output when ``clean`` is in the pipeline.
+
 Writes ``tokenizer/`` (``tokenizer.json`` + ``tokenizer_config.json``), ``data/train/`` and
 ``data/val/<source>/`` (memmap shards + ``index.json``) and ``data/stats.json``. Each part is skipped
 when already written, so a run killed mid-way redoes only what is missing.
@@ -52,7 +54,12 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
         return load_prepared(run_dir)
 
     t0 = time.perf_counter()
-    corpus = SplitCorpus(cfg.data, cfg.train.seed)
+    data_cfg = cfg.data
+    if "clean" in cfg.pipeline.stages:  # read what the clean stage wrote, not the raw sources
+        from llmkit.stages.clean import cleaned_data_config
+
+        data_cfg = cleaned_data_config(cfg, run_dir)
+    corpus = SplitCorpus(data_cfg, cfg.train.seed)
     if not (tok_dir / "tokenizer.json").is_file():
         texts = _first_chars(corpus.train_documents(), cfg.tokenizer.max_train_chars)
         tok = Tokenizer.train(
@@ -108,12 +115,14 @@ def _run(ctx: StageContext) -> None:
 
 
 def _report(ctx: StageContext) -> ReportSections:
+    from llmkit.data.splits import source_label
+
     stats = json.loads((ctx.run_dir / "data" / "stats.json").read_text(encoding="utf-8"))
     rows = {
-        f"{src} documents (train/val)": f"{v['train_documents']:,} / {v['val_documents']:,}"
+        f"{source_label(src)} documents (train/val)": f"{v['train_documents']:,} / {v['val_documents']:,}"
         for src, v in stats["sources"].items()
     }
-    rows.update({f"{src} bytes": v["bytes"] for src, v in stats["sources"].items()})
+    rows.update({f"{source_label(src)} bytes": v["bytes"] for src, v in stats["sources"].items()})
     rows["training tokens"] = stats["train_tokens"]
     if stats.get("train_bytes"):
         rows["bytes per token (train)"] = stats["train_bytes"] / max(1, stats["train_tokens"])

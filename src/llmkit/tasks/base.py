@@ -153,6 +153,7 @@ def to_messages(example: Example, system: str | None = None, with_answer: bool =
     messages = [{"role": "system", "content": system}] if system else []
     messages.append({"role": "user", "content": example.prompt})
     if with_answer:
+        messages += example.meta.get("tool_messages", [])  # the reference tool calls and results
         messages.append({"role": "assistant", "content": example.solution})
     return messages
 

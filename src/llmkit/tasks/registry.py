@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from llmkit.errors import ConfigError
-from llmkit.tasks import arithmetic, corpus, formats, strings, word_problems
+from llmkit.tasks import arithmetic, corpus, formats, grounded, strings, tool_use, word_problems
 from llmkit.tasks.base import Task
 
-_FAMILIES = (arithmetic, strings, word_problems, formats, corpus)
+_FAMILIES = (arithmetic, strings, word_problems, formats, grounded, tool_use, corpus)
 _BUILTIN: dict[str, Task] = {t.name: t for fam in _FAMILIES for t in fam.TASKS}
 _USER: dict[str, Task] = {}
 

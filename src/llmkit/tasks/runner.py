@@ -45,6 +45,7 @@ def evaluate_tasks(
     system: str | None = None,
     max_batch: int = 64,
     engine=None,
+    tools: bool = True,
 ) -> TaskEval:
     """Generate a greedy reply to each example and score it.
 
@@ -52,7 +53,9 @@ def evaluate_tasks(
     at the end-of-turn token. ``mode="few_shot"``: ``k`` examples of ``shot_pool`` (training items,
     picked per example from ``seed``) precede the question as plain text, and the reply ends at a
     blank line; shots are dropped until the prompt fits the context. ``engine`` reuses an engine
-    built on ``model``.
+    built on ``model``. Chat examples that offer tools (``meta["tools"]``, the ``tools`` family) are
+    answered through the tool loop, which runs the calls the model makes (``tools=False``: asked
+    plainly, without tools, to measure what the tool adds).
     """
     from llmkit.infer.engine import Engine, chat_prompt_ids, chat_stop_ids
     from llmkit.infer.sampling import SamplingParams
@@ -84,9 +87,24 @@ def evaluate_tasks(
             truncate_prompt=True,
         )
         requests.append((ids, params))
-    responses = _generate(engine, requests)
+    with_tools = [i for i, ex in enumerate(examples) if mode == "chat" and tools and ex.meta.get("tools")]
+    plain = [i for i in range(len(examples)) if i not in set(with_tools)]
+    responses = [""] * len(examples)
+    for i, text in zip(plain, _generate(engine, [requests[i] for i in plain]), strict=True):
+        responses[i] = text
+    for i in with_tools:
+        responses[i] = _with_tools(engine, tokenizer, examples[i], system, requests[i][1])
     correct = verdicts(examples, responses)
     return TaskEval(score(examples, responses), responses, correct, truncated, kept)
+
+
+def _with_tools(engine, tokenizer, example: Example, system: str | None, params) -> str:
+    """The final reply after the tool loop (at most two rounds of calls)."""
+    from llmkit.infer.tools import builtin_tool, run_tools
+
+    tools = [builtin_tool(t["function"]["name"]) for t in example.meta["tools"]]
+    turn = run_tools(engine, tokenizer, to_messages(example, system, with_answer=False), tools, params, max_rounds=2)
+    return turn.reply
 
 
 def _generate(engine, requests: list[tuple[list[int], object]]) -> list[str]:

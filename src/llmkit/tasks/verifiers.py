@@ -129,7 +129,26 @@ def choice(example: Example, response: str) -> bool:
     return False
 
 
+NOT_IN_SOURCES = {"en": "not in the sources", "zh": "资料中没有"}
+"""The final answer of a grounded reply when no source holds the answer."""
+CITATION = re.compile(r"\[(\d+)\]")
+
+
+def cited(example: Example, response: str) -> bool:
+    """Grounded answers (:mod:`llmkit.tasks.grounded`): the final answer and exactly the number of
+    the source that holds it (``Answer: 4417 [2]``), or the "not in the sources" phrase and no
+    citation when ``meta["cite"]`` is 0."""
+    final = extract_answer(response)
+    body = normalize(CITATION.sub("", final))
+    numbers = [int(n) for n in CITATION.findall(final)]
+    want = example.meta.get("cite", 0)
+    if want == 0:
+        return body == normalize(CITATION.sub("", example.answer)) and not numbers
+    return body == normalize(CITATION.sub("", example.answer)) and numbers == [want]
+
+
 VERIFIERS: dict[str, Callable[[Example, str], bool]] = {
+    "cited": cited,
     "exact": exact,
     "exact_case": exact_case,
     "number": number,

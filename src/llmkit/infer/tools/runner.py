@@ -1,0 +1,85 @@
+"""The tool loop: generate, stop at a tool call, run the tool, add its result, generate again.
+
+:func:`run_tools` renders the conversation with the tools in the chat template, lets the engine
+write the assistant's reply (stopping at ``</tool_call>`` or the end of the turn), and if the reply
+asks for tools it appends the assistant message with OpenAI-style ``tool_calls`` and one ``tool``
+message per call (the result, or ``error: ...`` when the call was malformed or the tool failed),
+then asks the model again, for at most ``max_rounds`` rounds of calls. The engine and sampler are
+the ordinary ones; the loop only edits messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from llmkit.infer.tools.base import CALL_CLOSE, Tool, parse_tool_calls, run_call, tool_schemas
+
+
+@dataclass
+class ToolTurn:
+    """What one user turn produced: the new messages (assistant calls, tool results, final reply)."""
+
+    messages: list[dict] = field(default_factory=list)
+    rounds: int = 0
+    """Rounds in which the model called tools."""
+    finish_reason: str = "stop"
+
+    @property
+    def reply(self) -> str:
+        return self.messages[-1]["content"] if self.messages else ""
+
+
+def run_tools(
+    engine,
+    tokenizer,
+    messages: list[dict],
+    tools: list[Tool],
+    params,
+    max_rounds: int = 4,
+    on_message: Callable[[dict], None] | None = None,
+) -> ToolTurn:
+    """Answer the last user message of ``messages``, calling ``tools`` as the model asks."""
+    from llmkit.infer.engine import chat_prompt_ids, chat_stop_ids
+
+    by_name = {t.name: t for t in tools}
+    schemas = tool_schemas(tools)
+    params = replace(
+        params,
+        stop=[*params.stop, CALL_CLOSE],
+        stop_token_ids=[*params.stop_token_ids, *chat_stop_ids(tokenizer)],
+    )
+    turn = ToolTurn()
+    history = list(messages)
+    for round_no in range(max_rounds + 1):
+        ids = chat_prompt_ids(tokenizer, history, tools=schemas)
+        completion = engine.generate([ids], params)[0][0]
+        content, calls = parse_tool_calls(completion.text, by_name, id_prefix=f"call_{round_no}")
+        if not calls or round_no == max_rounds:
+            final = {"role": "assistant", "content": content if calls else completion.text}
+            turn.finish_reason = "tool_rounds" if calls else completion.finish_reason
+            _add(turn, history, final, on_message)
+            return turn
+        turn.rounds += 1
+        _add(
+            turn,
+            history,
+            {"role": "assistant", "content": content, "tool_calls": [c.to_openai() for c in calls]},
+            on_message,
+        )
+        for call in calls:
+            result = run_call(call, by_name)
+            _add(
+                turn,
+                history,
+                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result},
+                on_message,
+            )
+    return turn
+
+
+def _add(turn: ToolTurn, history: list[dict], message: dict, on_message) -> None:
+    turn.messages.append(message)
+    history.append(message)
+    if on_message is not None:
+        on_message(message)
