@@ -6,15 +6,10 @@ resumes where it stopped (training stages also resume mid-way from their latest 
 stage, then runs them again. Under ``torchrun`` rank 0 runs the single-process stages while the
 others wait, and every process runs the training stages.
 
-Layout of ``runs/<name>/``::
-
-    config.yaml        the resolved config (the run can be repeated from it)
-    stages.json        each finished stage: wall time (summed over resumed invocations), finish time
-    tokenizer/         tokenizer.json + tokenizer_config.json                      (data)
-    data/              stats.json, train/ and val/<source>/ token shards           (data)
-    base/              the pretrained model (HF layout), checkpoints/, metrics.jsonl, loss.png  (pretrain)
-    samples/           base.json: the preset's prompts continued by the base model (samples)
-    report.md          every finished stage's section, the stage times and the config
+Layout of ``runs/<name>/``: ``config.yaml`` (the resolved config: the run can be repeated from
+it), ``stages.json`` (each stage's wall time, summed over resumed invocations, and when it
+finished), ``report.md`` (every finished stage's sections, the stage times and the config), and the
+paths each stage ``writes`` (``llmkit speedrun --list`` prints them for a preset and run directory).
 """
 
 from __future__ import annotations
@@ -149,6 +144,19 @@ def run(cfg: RunConfig, run_dir: Path, until: str | None = None, start_from: str
     path = write_run_report(cfg, ctx.run_dir)
     say(f"report: {path}")
     return path
+
+
+def describe(cfg: RunConfig, run_dir: Path) -> str:
+    """The run's stages as a table: whether each is complete in ``run_dir``, what it writes and
+    reads there, and what it does (``llmkit speedrun --list``)."""
+    record = read_record(run_dir)
+    rows = [("stage", "state", "writes", "reads", "what it does")]
+    for stage in get_stages(cfg.pipeline.stages):
+        state = "complete" if is_complete(stage, Path(run_dir), record) else "to run"
+        paths = [", ".join(f"{p}/" for p in ps) or "-" for ps in (stage.writes, stage.reads)]
+        rows.append((stage.name, state, *paths, stage.summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows)
 
 
 def write_run_report(cfg: RunConfig, run_dir: Path) -> Path:
