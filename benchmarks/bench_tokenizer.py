@@ -8,8 +8,8 @@ and measures on the held-out 20%:
   shell commands) and the classical poems alone (tang300 + song100);
 * training time per MB of training text, and encoding throughput (``encode_batch``, all cores).
 
-Rows: llmkit with CJK runs of 1, 2, 3 characters and unlimited (``cjk_run`` of
-``Tokenizer.train``; the default is :data:`llmkit.tokenizer.CJK_RUN`), and the peer,
+Rows: llmkit's default ``qwen2`` pre-tokenizer, the ``llmkit`` pre-tokenizer with CJK runs of 1, 2,
+3 characters and unlimited (``cjk_run`` of ``Tokenizer.train``), and the peer,
 ``tokenizers.ByteLevelBPETokenizer`` (GPT-2 regex: a run of Chinese is one pre-token, numbers in
 any length) trained on the same text with the same vocabulary. Ratios are against the peer.
 
@@ -28,7 +28,7 @@ import time
 from llmkit.config import DataConfig
 from llmkit.data.corpora import fetch_corpus
 from llmkit.data.sources import iter_documents, split_documents
-from llmkit.tokenizer import CJK_RUN, SPECIAL_TOKENS, Tokenizer
+from llmkit.tokenizer import SPECIAL_TOKENS, Tokenizer
 
 
 def load_splits(seed: int = 0):
@@ -70,10 +70,19 @@ class Peer:
 
 class Ours:
     def __init__(self, texts, vocab_size, min_frequency, cjk_run):
-        self.name = f"llmkit, CJK run {cjk_run if cjk_run else 'unlimited'}" + (
-            " (default)" if cjk_run == CJK_RUN else ""
+        """``cjk_run`` None: the ``qwen2`` pre-tokenizer (the default); else ``llmkit``'s with that run."""
+        if cjk_run is None:
+            self.name = "llmkit, qwen2 regex (default)"
+        else:
+            self.name = f"llmkit, CJK run {cjk_run if cjk_run else 'unlimited'}"
+        self.tok = Tokenizer.train(
+            texts,
+            vocab_size,
+            min_frequency,
+            show_progress=False,
+            cjk_run=cjk_run or 0,
+            pre_tokenizer="qwen2" if cjk_run is None else "llmkit",
         )
-        self.tok = Tokenizer.train(texts, vocab_size, min_frequency, show_progress=False, cjk_run=cjk_run)
 
     def count(self, text: str) -> int:
         return len(self.tok.encode(text))
@@ -122,7 +131,8 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}\n"
     )
     peer = measure(lambda: Peer(train, args.vocab_size, args.min_frequency), train, evals, args.repeats)
-    rows = [
+    rows = [measure(lambda: Ours(train, args.vocab_size, args.min_frequency, None), train, evals, args.repeats)]
+    rows += [
         measure(lambda r=r: Ours(train, args.vocab_size, args.min_frequency, r), train, evals, args.repeats)
         for r in (int(x) for x in args.runs.split(","))
     ] + [peer]

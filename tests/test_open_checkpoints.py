@@ -108,3 +108,35 @@ def test_a_config_without_family_defaults_takes_transformers_defaults(tmp_path):
     (tmp_path / "hf" / "config.json").write_text(json.dumps(cfg))
     model = load_model(tmp_path / "hf")
     assert not model.config.tie_word_embeddings and model.config.rms_norm_eps == 1e-6
+
+
+@pytest.mark.parametrize("family", ["qwen2-window-bf16", "qwen3-headdim"])
+def test_lora_on_an_imported_model_saves_an_adapter_peft_applies(tmp_path, family):
+    from peft import PeftModel
+
+    from llmkit.model.lora import LoraConfig, add_lora, save_adapter
+
+    save_hf(family, tmp_path / "hf")
+    model = load_model(tmp_path / "hf")
+    cfg = LoraConfig(r=4, alpha=8.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "down_proj"])
+    add_lora(model, cfg)
+    model.train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    torch.manual_seed(0)
+    batch = torch.randint(0, 96, (4, 17))
+    losses = []
+    for _ in range(8):  # a few real fine-tuning steps: next-token loss on fixed data
+        logits = model(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, 96), batch[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    save_adapter(model, cfg, tmp_path / "adapter", base_path=tmp_path / "hf")
+    model.eval()
+    x = torch.randint(0, 96, (2, 20))
+    with torch.no_grad():
+        hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf", dtype=torch.float32)
+        theirs = PeftModel.from_pretrained(hf, tmp_path / "adapter").eval()(x).logits
+        torch.testing.assert_close(model(x), theirs, atol=1e-5, rtol=0)

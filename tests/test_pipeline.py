@@ -48,16 +48,30 @@ def test_cpu_micro_speedrun_end_to_end(micro_run):
         "base/metrics.jsonl",
         "base/loss.png",
         "samples/base.json",
+        "eval/results.json",
+        "eval/icl.png",
         "clean/report.json",
         "clean/DATACARD.md",
         "clean/corpus/shakespeare",
         "stages.json",
         "report.md",
+        "report.html",
     ):
         assert (run_dir / rel).exists(), rel
     report = (run_dir / "report.md").read_text()
-    for needle in ("val_bpb", "tokens/s", "Romeo.", "loss.png", "## Cleaning", "clean/lengths.png"):
+    for needle in (
+        "val_bpb",
+        "tokens/s",
+        "Romeo.",
+        "loss.png",
+        "## Cleaning",
+        "clean/lengths.png",
+        "## Evaluation",
+        "label-map (2-shot) acc",
+        "icl.png",
+    ):
         assert needle in report
+    assert 'src="data:image/png;base64,' in (run_dir / "report.html").read_text()
     rows = [json.loads(line) for line in (run_dir / "base" / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in rows if "loss" in x]
     assert losses[-1] < losses[0]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from llmkit.checkpoint import load_model
+from llmkit.checkpoint import check_checkpoint, load_model
 from llmkit.config import ModelConfig
 from llmkit.devices import pick_device
 from llmkit.infer.sampling import GenerationError
@@ -243,7 +243,13 @@ def load(
     path = Path(path)
     device = pick_device(device)
     device = device.type if device.index in (None, 0) else str(device)  # "cuda", not "cuda:0"
-    model = load_model(path, device=device, dtype=inference_dtype(dtype, device))
+    if check_checkpoint(path).get("quantization_config"):  # codes and scales: no dtype to choose
+        from llmkit.quant.model import load_quantized
+
+        model = load_quantized(path, device=device)
+        inference_only = True
+    else:
+        model = load_model(path, device=device, dtype=inference_dtype(dtype, device))
     if rope_scaling is not None:
         from llmkit.model.rope import set_rope_scaling
 

@@ -42,8 +42,9 @@ def _hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
     sd = model.state_dict()
-    if model.config.tie_word_embeddings:
-        sd.pop("lm_head.weight", None)
+    if model.config.tie_word_embeddings:  # the embedding holds the matrix (a quantized head's codes too)
+        for name in [k for k in sd if k.startswith("lm_head.")]:
+            del sd[name]
     return {k: v.detach().contiguous() for k, v in sd.items()}
 
 
@@ -199,6 +200,11 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
 
     directory = Path(directory)
     hf = check_checkpoint(directory)
+    if hf.get("quantization_config"):
+        raise QuantizedCheckpointError(
+            f"{directory}: this checkpoint is quantized ({_describe(hf['quantization_config'])}), which only "
+            "inference can use; give this stage the full-precision checkpoint it was made from"
+        )
     config = ModelConfig.from_hf_dict(hf, source=str(directory / "config.json"))
     with torch.device("meta"):
         model = Transformer(config)
@@ -232,6 +238,16 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
     model.to(device)
     model.eval()
     return model
+
+
+class QuantizedCheckpointError(CheckpointError):
+    """A quantized checkpoint was given to something that needs full-precision weights."""
+
+
+def _describe(qc) -> str:
+    if not isinstance(qc, dict):
+        return "unknown format"
+    return " ".join(str(qc[k]) for k in ("quant_method", "scheme", "method") if qc.get(k))
 
 
 def load_model_weights(model: torch.nn.Module, directory: Path) -> None:

@@ -122,6 +122,9 @@ class TokenizerConfig:
     """A merge must occur at least this often in the training text."""
     max_train_chars: int = 0
     """Train the tokenizer on at most this many characters of the corpus (0 = all)."""
+    pre_tokenizer: str = "qwen2"
+    """Split regex before BPE: ``qwen2`` (GPT-4's with single digits; llama.cpp tokenizes it
+    identically, so GGUF export works) or ``llmkit`` (Chinese in runs of at most 2 characters)."""
 
 
 @dataclass
@@ -540,10 +543,34 @@ class SFTConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The speedrun's evaluation stage (``llmkit eval`` runs the same code with its own flags)."""
+
+    checkpoints: list[str] = field(default_factory=lambda: ["base", "sft", "rl"])
+    """Run-directory checkpoints to evaluate side by side, in this order (missing ones are skipped)."""
+    tasks: list[str] = field(default_factory=lambda: ["shakespeare-next-line", "poem-next-clause"])
+    """Tasks scored at ``eval.shots`` (built-in names or task files)."""
+    shots: list[int] = field(default_factory=lambda: [0])
+    """Shot counts for ``eval.tasks``."""
+    icl_tasks: list[str] = field(default_factory=lambda: ["copy-pattern", "label-map"])
+    """Tasks where context can teach the answer, scored at every ``eval.icl_shots`` (the in-context curve)."""
+    icl_shots: list[int] = field(default_factory=lambda: [0, 1, 2, 4, 8])
+    """Shot counts of the in-context curve."""
+    limit: int = 0
+    """Score at most this many items per task (0 = all)."""
+    max_bytes: int = 50_000
+    """Bytes of each held-out source scored for bits per byte (0 = all)."""
+    seed: int = 1234
+    """Seed of the shots' choice."""
+    batch_size: int = 16
+    """Sequences per forward pass."""
+
+
+@dataclass
 class PipelineConfig:
     """Which stages a run has, in order (see ``llmkit/stages/``)."""
 
-    stages: list[str] = field(default_factory=lambda: ["clean", "data", "pretrain", "samples", "sft"])
+    stages: list[str] = field(default_factory=lambda: ["clean", "data", "pretrain", "samples", "sft", "eval"])
     """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
 
     def validate(self) -> None:
@@ -565,6 +592,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     preset: str = ""
 

@@ -8,8 +8,9 @@ others wait, and every process runs the training stages.
 
 Layout of ``runs/<name>/``: ``config.yaml`` (the resolved config: the run can be repeated from
 it), ``stages.json`` (each stage's wall time, summed over resumed invocations, and when it
-finished), ``report.md`` (every finished stage's sections, the stage times and the config), and the
-paths each stage ``writes`` (``llmkit speedrun --list`` prints them for a preset and run directory).
+finished), ``report.md`` and ``report.html`` (every finished stage's sections, the stage times and
+the config; ``llmkit report RUN`` rewrites both), and the paths each stage ``writes`` (``llmkit
+speedrun --list`` prints them for a preset and run directory).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def init_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     current = cfg.to_dict()
     if path.is_file():
         saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        free = ("sample.", "pipeline.")  # sections that change what runs or is shown, not what was trained
+        free = ("sample.", "pipeline.", "eval.")  # sections that change what runs or is shown, not what was trained
         changed = [k for k in _diff(saved, current) if not k.startswith(free) and k != "preset"]
         if changed:
             raise ConfigError(

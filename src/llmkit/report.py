@@ -1,4 +1,5 @@
-"""Run reports: the loss plot and ``report.md`` (markdown tables a person can read in a minute)."""
+"""Run reports: the loss plot, ``report.md`` (markdown tables a person can read in a minute) and
+``report.html`` (the same page in one file, plots inline, to open in a browser)."""
 
 from __future__ import annotations
 
@@ -98,7 +99,53 @@ def write_report(run_dir: Path, sections: dict[str, Any]) -> Path:
         parts += ["## Config", "", "```yaml", cfg.read_text(encoding="utf-8").rstrip(), "```", ""]
     path = run_dir / "report.md"
     atomic_write_text(path, "\n".join(parts))
+    write_html(path)
     return path
+
+
+_HTML = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font: 15px/1.5 system-ui, "PingFang SC", "Noto Sans CJK SC", sans-serif; max-width: 60rem; margin: 2rem auto;
+       padding: 0 1rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }}
+pre {{ background: #f6f6f6; padding: 0.6rem; overflow-x: auto; white-space: pre-wrap; }}
+img {{ max-width: 100%; }}
+</style></head><body>
+{body}
+</body></html>
+"""
+
+
+def write_html(markdown_path: Path) -> Path:
+    """``report.html`` beside ``report.md``: the same content with every local image embedded (base64),
+    so the one file can be opened, mailed or archived on its own."""
+    import base64
+    import html
+    import re
+
+    from markdown_it import MarkdownIt
+
+    from llmkit.files import atomic_write_text
+
+    markdown_path = Path(markdown_path)
+    text = markdown_path.read_text(encoding="utf-8")
+    body = MarkdownIt("commonmark").enable("table").render(text)
+
+    def inline(match: re.Match) -> str:
+        src = html.unescape(match.group(1))
+        file = markdown_path.parent / src
+        if src.startswith(("http:", "https:", "data:")) or not file.is_file():
+            return match.group(0)
+        data = base64.b64encode(file.read_bytes()).decode("ascii")
+        return f'src="data:image/png;base64,{data}"'
+
+    body = re.sub(r'src="([^"]+)"', inline, body)
+    title = text.splitlines()[0].lstrip("# ").replace("`", "") if text else markdown_path.stem
+    out = markdown_path.with_suffix(".html")
+    atomic_write_text(out, _HTML.format(title=html.escape(title), body=body))
+    return out
 
 
 def load_yaml(path: Path) -> dict:

@@ -6,7 +6,11 @@ pipeline and keeps the files compatible with ``transformers.AutoTokenizer``:
 * **No normalizer** and a **byte-level** model, so every Unicode string round-trips exactly
   (``decode(encode(s)) == s``): leading spaces, ``\\r\\n``, control characters, NUL, emoji and
   combining marks all survive.
-* **Pre-tokenizer**: a GPT-4-like regex split, with two changes. Digits are split one by one, so a
+* **Pre-tokenizer**: one of :data:`PRE_TOKENIZERS`. The default, ``qwen2``, is GPT-4's regex with
+  digits split one by one (Qwen2's, which llama.cpp implements under that name, so a GGUF export
+  tokenizes identically there); measured no worse than ``llmkit``'s own on English bytes/token or
+  Chinese chars/token (docs/BENCHMARKS.md, "Tokenizer"). ``llmkit`` is a GPT-4-like regex split
+  with two changes. Digits are split one by one, so a
   number always tokenizes the same way whatever its neighbours (``2024`` is ``2 0 2 4``). CJK
   characters (Han ideographs, kana, hangul) are split into short runs (:data:`CJK_RUN` characters),
   because Chinese has no spaces: without this, a whole paragraph would be one pre-token and BPE
@@ -22,6 +26,7 @@ pipeline and keeps the files compatible with ``transformers.AutoTokenizer``:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -56,6 +61,15 @@ runs of 2 beat single characters on Chinese chars/token (+2% at 4k vocab, +9% at
 longer runs add little compression and cost training time."""
 
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
+
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+"""Qwen2's split regex (GPT-4's with single digits), llama.cpp's ``qwen2`` pre-tokenizer."""
+
+PRE_TOKENIZERS = ("qwen2", "llmkit")
+"""Split regexes a tokenizer can be trained with: ``qwen2`` (:data:`QWEN2_PATTERN`, the default) or
+``llmkit`` (:func:`split_pattern`: CJK in runs of at most :data:`CJK_RUN`; no llama.cpp equivalent)."""
 
 # One line, no blocks that trim whitespace differently: renders identically under jinja2 and under
 # transformers' own sandboxed environment (trim_blocks/lstrip_blocks). BOS is written by the template
@@ -110,11 +124,11 @@ def split_pattern(cjk_run: int = CJK_RUN) -> str:
     )
 
 
-def _empty_tokenizer(cjk_run: int = CJK_RUN) -> _HFTokenizer:
+def _empty_tokenizer(pattern: str) -> _HFTokenizer:
     tok = _HFTokenizer(models.BPE(unk_token=None, fuse_unk=False, byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(split_pattern(cjk_run)), behavior="isolated", invert=False),
+            pre_tokenizers.Split(Regex(pattern), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -205,8 +219,12 @@ class Tokenizer:
         min_frequency: int = 2,
         show_progress: bool = True,
         cjk_run: int = CJK_RUN,
+        pre_tokenizer: str = "qwen2",
     ) -> Tokenizer:
-        """Train BPE on ``texts``. ``cjk_run`` exists for the benchmark that chose :data:`CJK_RUN`."""
+        """Train BPE on ``texts`` with the split regex ``pre_tokenizer`` (:data:`PRE_TOKENIZERS`).
+        ``cjk_run`` (of the ``llmkit`` regex) exists for the benchmark that chose :data:`CJK_RUN`."""
+        if pre_tokenizer not in PRE_TOKENIZERS:
+            raise ConfigError(f"tokenizer.pre_tokenizer={pre_tokenizer!r}: use one of {', '.join(PRE_TOKENIZERS)}")
         need = 256 + len(SPECIAL_TOKENS)
         if vocab_size < need:
             raise ConfigError(
@@ -221,7 +239,7 @@ class Tokenizer:
                     seen["chars"] += len(t)
                     yield t
 
-        inner = _empty_tokenizer(cjk_run)
+        inner = _empty_tokenizer(QWEN2_PATTERN if pre_tokenizer == "qwen2" else split_pattern(cjk_run))
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
             min_frequency=min_frequency,
@@ -379,18 +397,9 @@ class Tokenizer:
         """Render ``messages`` with the same template and Jinja settings transformers uses;
         ``tools`` are OpenAI tool schemas (``{"type": "function", "function": {...}}``)."""
         import jinja2
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-        def raise_exception(message):
-            raise jinja2.TemplateError(message)
-
-        env = ImmutableSandboxedEnvironment(
-            trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-        )
-        env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
-        env.globals["raise_exception"] = raise_exception
         try:
-            return env.from_string(self.chat_template).render(
+            return _compiled_template(self.chat_template).render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 tools=tools or None,
@@ -404,6 +413,27 @@ class Tokenizer:
 
     def __repr__(self) -> str:
         return f"Tokenizer(vocab_size={self.vocab_size}, fingerprint={self.fingerprint()})"
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_template(source: str):
+    """A chat template compiled once (compiling costs ~1000x a render; SFT renders each
+    conversation several times to find its assistant tokens)."""
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise jinja2.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateError as e:
+        raise DataError(
+            f"chat template does not compile: {str(e).splitlines()[0]}; fix tokenizer_config.json"
+        ) from None
 
 
 def tokenizer_stats(tok: Tokenizer, texts: dict[str, str]) -> list[dict]:

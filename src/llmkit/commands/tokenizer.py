@@ -56,6 +56,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--min-frequency", type=int, default=2, help="a merge must occur at least this often (default: 2)")
     t.add_argument(
+        "--pre-tokenizer",
+        default="qwen2",
+        choices=["qwen2", "llmkit"],
+        help="split regex: qwen2 (llama.cpp-compatible) or llmkit (Chinese in runs of 2) (default: qwen2)",
+    )
+    t.add_argument(
         "--text-field", default="text", help="field holding the text in JSONL/Parquet/datasets (default: text)"
     )
     t.add_argument("--max-documents", type=int, default=0, help="read at most this many documents per source (0 = all)")
@@ -104,7 +110,9 @@ def run_train(args) -> int:
         for w in st.warnings():
             say(f"warning: {source}: {w}")
     t0 = time.perf_counter()
-    tok = Tokenizer.train(docs, args.vocab_size, args.min_frequency, show_progress=sys.stderr.isatty())
+    tok = Tokenizer.train(
+        docs, args.vocab_size, args.min_frequency, pre_tokenizer=args.pre_tokenizer, show_progress=sys.stderr.isatty()
+    )
     dt = time.perf_counter() - t0
     tok.save(args.out)
     what = f"{len(docs):,} document{'s' * (len(docs) != 1)}"

@@ -255,15 +255,44 @@ def encode_conversation(tokenizer, messages: Sequence[dict], tools: list[dict] |
     token. The template is rendered up to each assistant turn to find its characters, so the
     mask is exact for any template; tokens are assigned by their character offsets. ``tools``
     (OpenAI schemas) are rendered by the template; assistant tool calls are learned like replies."""
-    extra = {"tools": tools} if tools else {}
-    text = tokenizer.apply_chat_template(list(messages), **extra)
-    spans = []
+    return encode_conversations(tokenizer, [messages], [tools])[0]
+
+
+def encode_conversations(
+    tokenizer, conversations: Sequence[Sequence[dict]], tools: Sequence[list[dict] | None] | None = None
+) -> list[Encoded]:
+    """:func:`encode_conversation` for many conversations (``tools``: one list of schemas or None per
+    conversation), tokenized in one batch (the tokenizer spreads a batch over the CPU cores)."""
     ends = _end_of_turn_tokens(tokenizer)
+    texts, spans = [], []
+    tools = tools if tools is not None else [None] * len(conversations)
+    for messages, schemas in zip(conversations, tools, strict=True):
+        text, assistant = _render_with_spans(tokenizer, list(messages), ends, schemas)
+        texts.append(text)
+        spans.append(assistant)
+    bos = getattr(tokenizer, "bos_id", None)
+    out = []
+    for enc, assistant in zip(tokenizer.inner.encode_batch(texts, add_special_tokens=False), spans, strict=True):
+        ids, mask = list(enc.ids), _covered(enc.offsets, assistant)
+        if bos is not None and not (ids and ids[0] == bos):
+            ids, mask = [bos, *ids], [False, *mask]
+        out.append(Encoded(ids, mask))
+    return out
+
+
+def _render_with_spans(
+    tokenizer, messages: list[dict], ends: list[str], tools: list[dict] | None = None
+) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans (start, stop) of each assistant reply
+    through its end-of-turn marker, found by rendering the conversation turn by turn."""
+    extra = {"tools": tools} if tools else {}
+    text = tokenizer.apply_chat_template(messages, **extra)
+    spans = []
     for i, m in enumerate(messages):
         if m["role"] != "assistant":
             continue
-        before = tokenizer.apply_chat_template(list(messages[:i]), add_generation_prompt=True, **extra) if i else ""
-        through = tokenizer.apply_chat_template(list(messages[: i + 1]), **extra)
+        before = tokenizer.apply_chat_template(messages[:i], add_generation_prompt=True, **extra) if i else ""
+        through = tokenizer.apply_chat_template(messages[: i + 1], **extra)
         if not text.startswith(through) or not through.startswith(before):
             raise DataError(
                 "chat template: a conversation's rendering is not built turn by turn; "
@@ -273,13 +302,17 @@ def encode_conversation(tokenizer, messages: Sequence[dict], tools: list[dict] |
         reply = through[start:stop]
         cut = max((reply.rfind(e) + len(e) for e in ends if e in reply), default=-1)
         spans.append((start, start + cut if cut > 0 else stop))
-    enc = tokenizer.inner.encode(text, add_special_tokens=False)
-    ids, offsets = list(enc.ids), list(enc.offsets)
-    mask = [any(a < hi and b > lo for lo, hi in spans) for a, b in offsets]
-    bos = getattr(tokenizer, "bos_id", None)
-    if bos is not None and not (ids and ids[0] == bos):
-        ids, mask = [bos, *ids], [False, *mask]
-    return Encoded(ids, mask)
+    return text, spans
+
+
+def _covered(offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    """Per token (character offsets a..b, in order): does it overlap one of the sorted ``spans``?"""
+    mask, j = [], 0
+    for a, b in offsets:
+        while j < len(spans) and spans[j][1] <= a:
+            j += 1
+        mask.append(j < len(spans) and a < spans[j][1] and b > spans[j][0])
+    return mask
 
 
 def fit_length(enc: Encoded, max_len: int, overlong: str, stats: ChatStats) -> Encoded | None:

@@ -706,8 +706,9 @@ def chat_prompt_ids(tokenizer, messages: list[dict], tools: list[dict] | None = 
         raise GenerationError("chat needs at least one message")
     extra = {"tools": tools} if tools else {}
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, **extra)
-    bos = tokenizer.id_to_token(tokenizer.bos_id) if getattr(tokenizer, "bos_id", None) is not None else None
-    return tokenizer.encode(text, bos=not (bos and text.startswith(bos)))
+    if getattr(tokenizer, "bos_id", None) is None:  # a template without BOS (Qwen2's ChatML)
+        return tokenizer.encode(text)
+    return tokenizer.encode(text, bos=not text.startswith(tokenizer.id_to_token(tokenizer.bos_id)))
 
 
 def chat_stop_ids(tokenizer) -> list[int]:

@@ -9,6 +9,7 @@ then returned in the order given.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,3 +88,24 @@ def score(
                 top = [list(zip(ix, vx, strict=True)) for ix, vx in zip(indices.tolist(), values.tolist(), strict=True)]
             out[i] = Scored(picked.tolist(), greedy.tolist(), top)
     return out  # type: ignore[return-value]
+
+
+def bits_per_byte(model, tokenizer, texts: Sequence[str], max_tokens: int = 0, batch_size: int = 16) -> float:
+    """Bits per UTF-8 byte of ``texts`` under ``model``: the documents joined with EOS, cut into
+    windows of the model's context, each scored after one BOS/EOS token (at most ``max_tokens``
+    scored tokens, 0 = all). Comparable across models that share a tokenizer, e.g. a model and its
+    quantized copy."""
+    sep = tokenizer.eos_id if tokenizer.eos_id is not None else 0
+    start = tokenizer.bos_id if tokenizer.bos_id is not None else sep
+    ids: list[int] = []
+    for text in texts:
+        ids += [*tokenizer.encode(text), sep]
+        if max_tokens and len(ids) >= max_tokens:
+            break
+    ids = ids[:max_tokens] if max_tokens else ids
+    width = model.config.max_position_embeddings - 1
+    windows = [ids[i : i + width] for i in range(0, len(ids), width)]
+    scored = score(model, [([start], w) for w in windows], batch_size=batch_size)
+    nats = -sum(s.logprob for s in scored)
+    nbytes = int(tokenizer.token_bytes()[torch.tensor(ids)].sum())
+    return nats / math.log(2) / max(nbytes, 1)

@@ -148,6 +148,12 @@ def fuse_linears(linears: list[nn.Linear], pack: bool) -> FastLinear:
     return FastLinear(w, b, owners, pack)
 
 
+def _fuse(linears: list[nn.Module], pack: bool):
+    """:func:`fuse_linears`, or the layers' own ``fuse`` (quantized layers fuse themselves)."""
+    own = getattr(type(linears[0]), "fuse", None)
+    return own(linears, pack) if own is not None else fuse_linears(linears, pack)
+
+
 def current(fast: dict[str, FastLinear] | None) -> dict[str, FastLinear] | None:
     """``fast`` if the inference path may use it now (autograd off, weights where they were)."""
     if fast is None:
@@ -188,11 +194,13 @@ def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_de
         if fast is not None and all(f.ready() for f in fast.values()):
             continue
         linears = {key: [getattr(mod, name) for name in names] for key, names in groups.items()}
-        if not all(type(lin) is nn.Linear for group in linears.values() for lin in group):
+        kinds = {type(lin) for group in linears.values() for lin in group}
+        if kinds != {nn.Linear} and not (len(kinds) == 1 and hasattr(next(iter(kinds)), "fuse")):
             mod.fast = None  # a wrapped projection (a LoRA adapter) runs through its own forward
             continue
-        tied = any(lin.weight.data_ptr() in embedded for group in linears.values() for lin in group)
-        mod.fast = {key: fuse_linears(group, pack) for key, group in linears.items()}
+        weights = [getattr(lin, "weight", None) for group in linears.values() for lin in group]
+        tied = any(w is not None and w.data_ptr() in embedded for w in weights)
+        mod.fast = {key: _fuse(group, pack) for key, group in linears.items()}
         if release_dense and not tied:
             for f in mod.fast.values():
                 f.release_dense()

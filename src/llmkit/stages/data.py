@@ -63,7 +63,11 @@ def prepare_data(cfg: RunConfig, run_dir: Path) -> PreparedData:
     if not (tok_dir / "tokenizer.json").is_file():
         texts = _first_chars(corpus.train_documents(), cfg.tokenizer.max_train_chars)
         tok = Tokenizer.train(
-            texts, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, show_progress=sys.stderr.isatty()
+            texts,
+            cfg.tokenizer.vocab_size,
+            cfg.tokenizer.min_frequency,
+            show_progress=sys.stderr.isatty(),
+            pre_tokenizer=cfg.tokenizer.pre_tokenizer,
         )
         tok.save(tok_dir)
         say(f"tokenizer: {tok.vocab_size} tokens trained in {time.perf_counter() - t0:.1f}s -> {tok_dir}")

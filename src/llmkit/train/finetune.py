@@ -15,7 +15,7 @@ import torch
 
 from llmkit.config import SFTConfig, TrainConfig
 from llmkit.console import say
-from llmkit.data.chat import ChatStats, Encoded, encode_conversation, fit_length, parse_source, read_conversations
+from llmkit.data.chat import ChatStats, Encoded, encode_conversations, fit_length, parse_source, read_conversations
 from llmkit.errors import ConfigError
 from llmkit.tasks import Example, get_task, to_messages
 from llmkit.train import distributed
@@ -59,8 +59,10 @@ def build_mix(
     if train_ex:
         st = ChatStats(read=len(train_ex))
         encoded = [
-            fit_length(encode_conversation(tokenizer, to_messages(e), e.meta.get("tools")), seq_len, cfg.overlong, st)
-            for e in train_ex
+            fit_length(e, seq_len, cfg.overlong, st)
+            for e in encode_conversations(
+                tokenizer, [to_messages(e) for e in train_ex], [e.meta.get("tools") for e in train_ex]
+            )
         ]
         datasets.append([e for e in encoded if e is not None])
         weights.append(cfg.task_weight)
@@ -70,7 +72,7 @@ def build_mix(
         path, weight = parse_source(spec)
         st = ChatStats()
         convs = read_conversations(path, st, strict=strict)
-        encoded = [fit_length(encode_conversation(tokenizer, c), seq_len, cfg.overlong, st) for c in convs]
+        encoded = [fit_length(e, seq_len, cfg.overlong, st) for e in encode_conversations(tokenizer, convs)]
         datasets.append([e for e in encoded if e is not None])
         weights.append(weight)
         names.append(path)
@@ -90,8 +92,8 @@ def accuracy_metrics(scores) -> dict[str, float]:
 
 def make_evaluator(tokenizer, examples: list[Example], sink: dict | None = None):
     """``evaluate(model, info)`` for the loop: held-out accuracy by generation (each rank takes
-    every world_size-th example; counts are summed over ranks). The last result is kept in
-    ``sink["eval"]``."""
+    every world_size-th example; counts are summed over ranks). The last result, with every reply
+    in the order of ``examples``, is kept in ``sink["eval"]``."""
     from llmkit.tasks.runner import evaluate_tasks
     from llmkit.tasks.scoring import TaskScore
 
@@ -108,7 +110,9 @@ def make_evaluator(tokenizer, examples: list[Example], sink: dict | None = None)
         counts = distributed.all_reduce_sum(counts, info)
         scores = {n: TaskScore(n, int(c), int(k)) for n, (c, k) in zip(names, counts.tolist(), strict=True)}
         if sink is not None:
-            sink["eval"] = {"scores": {k: v.to_dict() for k, v in scores.items()}, "responses": result.responses}
+            shares = distributed.all_gather_objects(result.responses, info)  # rank r replied to items r, r+W, ...
+            responses = [shares[i % info.world_size][i // info.world_size] for i in range(len(examples))]
+            sink["eval"] = {"scores": {k: v.to_dict() for k, v in scores.items()}, "responses": responses}
         return accuracy_metrics(scores)
 
     return evaluate
