@@ -308,7 +308,7 @@ class Trainer:
                 bar.note(last_eval)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
                 self._save()
-            if self._interrupts.requested:
+            if self._interrupts.requested and self.step < cfg.max_steps:  # at the last step: just finish
                 self._stop_at_interrupt(bar)
             if cfg.time_budget_s and time.perf_counter() - t_start > cfg.time_budget_s:
                 if self.step % cfg.ckpt_every:
