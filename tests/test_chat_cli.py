@@ -209,10 +209,14 @@ def test_sample_is_the_engine(capsys, base):
     )
     out = capsys.readouterr().out
     import llmkit
+    from llmkit.infer.engine import whole_characters
 
-    texts = llmkit.load(base, device="cpu").generate("ROMEO:", max_new_tokens=8, temperature=0.8, top_k=50, seed=3, n=2)
-    for t in texts:
-        assert "ROMEO:" + t in out
+    lm = llmkit.load(base, device="cpu")
+    outs = lm.generate("ROMEO:", max_new_tokens=8, temperature=0.8, top_k=50, seed=3, n=2, return_ids=True)
+    for c in outs:  # the same text, without a character cut short by max_new_tokens
+        text = whole_characters(lm.tokenizer, c.token_ids)
+        assert c.text.startswith(text) and len(c.text) - len(text) <= 1
+        assert f"ROMEO:{text}\n" in out
 
 
 # ------------------------------------------------------------------ a real terminal

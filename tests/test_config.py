@@ -26,7 +26,7 @@ def test_presets_resolve_and_overrides_apply():
     "overrides,match",
     [
         (["train.max_stepz=3"], "unknown field 'max_stepz'"),
-        (["modle.hidden_size=3"], "unknown field 'modle'"),
+        (["modle.hidden_size=3"], "unknown config section 'modle'; sections: data, "),
         (["model.hidden_size=100", "model.num_attention_heads=3"], "not divisible by model.num_attention_heads"),
         (["model.num_key_value_heads=3"], "num_key_value_heads"),
         (["train.max_steps=abc"], "train.max_steps must be int"),

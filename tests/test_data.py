@@ -176,7 +176,7 @@ def test_missing_text_field_names_field_and_fields_seen(tmp_path):
     p = write_jsonl(tmp_path / "d.jsonl", [{"a": EN[0], "b": 1}, {"a": ZH[0]}])
     with pytest.raises(
         DataError,
-        match=r"d\.jsonl: no record has field 'text'; set data\.text_field=<name> "
+        match=r"d\.jsonl: no record has field 'text'; set data\.text_field=<name> \(--text-field <name>\) "
         r"\(fields seen: a, b\)",
     ):
         docs(p)

@@ -74,20 +74,37 @@ def test_we_load_a_checkpoint_written_by_transformers(tmp_path):
         torch.testing.assert_close(ours(x), hf(x).logits, atol=1e-5, rtol=0)
 
 
-def test_pipeline_text_generation(tmp_path):
+def test_transformers_pipeline_generates_what_llmkit_generate_does(tmp_path, capfd):
+    """Same prompt ids (BOS from the tokenizer's post-processor), same greedy text, and no warning
+    about a saved max_length when the caller passes max_new_tokens."""
+    from llmkit.cli import main
     from llmkit.tokenizer import Tokenizer
 
     tok = Tokenizer.train(["Hello world, this is a test. 你好，世界！ " * 50], vocab_size=300, show_progress=False)
     torch.manual_seed(0)
-    model = Transformer(
-        ModelConfig(
-            vocab_size=320, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64
-        )
+    cfg = ModelConfig(
+        vocab_size=320,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=64,
+        initializer_range=0.2,  # peaked logits: greedy choices are far from ties
     )
-    save_checkpoint(tmp_path / "ckpt", model, tokenizer=tok)
+    save_checkpoint(tmp_path / "ckpt", Transformer(cfg), tokenizer=tok)
+    assert "max_length" not in json.loads((tmp_path / "ckpt" / "generation_config.json").read_text())
+    prompt = "Hello 你好"
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "ckpt")
+    assert hf_tok(prompt)["input_ids"] == tok.encode(prompt, bos=True)
+
+    transformers.logging.set_verbosity_warning()
+    capfd.readouterr()
     pipe = transformers.pipeline("text-generation", model=str(tmp_path / "ckpt"), device="cpu")
-    out = pipe("Hello", max_new_tokens=8, do_sample=False)
-    assert out[0]["generated_text"].startswith("Hello")
+    out = pipe(prompt, max_new_tokens=16, do_sample=False)[0]["generated_text"]
+    assert "max_length" not in capfd.readouterr().err
+    argv = ["generate", str(tmp_path / "ckpt"), "--prompt", prompt, "--temperature", "0", "--max-new-tokens", "16"]
+    assert main([*argv, "--dtype", "float32"]) == 0
+    ours = capfd.readouterr().out
+    assert ours.rstrip("\n") == out and len(out) > len(prompt)
 
 
 def test_incomplete_checkpoint_is_a_clear_error(tmp_path):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 import llmkit
 
@@ -130,6 +131,20 @@ def test_from_reruns_a_stage_and_the_ones_after_it(micro_run):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "samples: complete" not in r.stderr and "pretrain: complete; skipping" in r.stderr
     assert (run_dir / "samples" / "base.json").read_text(encoding="utf-8") == samples
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
+def test_samples_are_text_as_llmkit_sample_writes_it(micro_run):
+    run_dir, r = micro_run
+    (s,) = json.loads((run_dir / "samples" / "base.json").read_text(encoding="utf-8"))
+    assert s["prompt"] == "Romeo.\n" and "\ufffd" not in s["text"][-1:]
+    assert "sample 1 of 1:\n" + s["prompt"] + s["text"] + "\n" in r.stderr  # the text itself, not its repr
+    assert "**Romeo.**\n" in (run_dir / "report.md").read_text(encoding="utf-8")  # the prompt's newline kept out
+    n = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))["sample"]["max_new_tokens"]
+    same = cli("sample", run_dir / "base", "--prompt", s["prompt"], "--max-new-tokens", n)
+    assert same.returncode == 0, same.stderr[-2000:]
+    assert same.stdout == "---\n" + s["prompt"] + s["text"] + "\n"
 
 
 @pytest.mark.slow

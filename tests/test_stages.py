@@ -47,3 +47,13 @@ def test_unknown_or_misordered_stage_names_are_one_line_errors(tmp_path, capsys,
     line = _error_line(capsys, ["speedrun", "--preset", "cpu-micro", "--run-dir", str(run_dir), *flags])
     assert needle in line and all(name in line for name in ("data", "pretrain", "samples")), line
     assert not run_dir.exists(), "nothing may be written before the stage names are checked"
+
+
+def test_list_shows_each_stage_with_its_paths_and_state(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert main(["speedrun", "--preset", "cpu-micro", "--run-dir", str(run_dir), "--list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    names = resolve("cpu-micro").pipeline.stages
+    assert [line.split()[0] for line in out[2:]] == names
+    assert all("to run" in line for line in out[2:]) and "base/" in out[2 + names.index("pretrain")]
+    assert not run_dir.exists()

@@ -119,6 +119,28 @@ def test_resume_after_sigkill_during_checkpoint_write(straight, tmp_path):
     _assert_same_run(straight, out)
 
 
+def test_ctrl_c_saves_at_the_interrupted_step_and_the_rerun_resumes_there(straight, tmp_path):
+    out = tmp_path / "interrupted"
+    r = run_driver(out, 20, env={**ENV, "SIGNAL_AT": "7:INT"})
+    assert r.returncode != 0 and "DONE" not in r.stdout
+    assert "interrupted at step 7: checkpoint saved to" in r.stderr and "run the same command again" in r.stderr
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000007"
+    r = run_driver(out, 20)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from step 7 " in r.stderr, r.stderr[:300]
+    _assert_same_run(straight, out)
+
+
+def test_a_kill_before_the_first_checkpoint_says_it_starts_over(straight, tmp_path):
+    out = tmp_path / "killed_early"
+    r = run_driver(out, 20, env={**ENV, "SIGNAL_AT": "3:KILL"})
+    assert r.returncode == -9 and not (out / "checkpoints").exists()
+    r = run_driver(out, 20)
+    assert r.returncode == 0, r.stderr
+    assert "no complete checkpoint" in r.stderr and "starting again from step 0" in r.stderr, r.stderr[:300]
+    _assert_same_run(straight, out)
+
+
 @pytest.mark.slow
 def test_ddp_matches_single_process(tmp_path):
     single = tmp_path / "single"

@@ -2,10 +2,12 @@
 
 Tokens are the UTF-8 bytes of real English and Chinese text, so no tokenizer is needed and the
 loss has something to learn. Usage: python train_driver.py OUT_DIR STEPS [key=value ...]
-Set SLOW_SAVE=<seconds> to pause inside the second checkpoint write (so a test can kill it there).
+Set SLOW_SAVE=<seconds> to pause inside the second checkpoint write (so a test can kill it there),
+SIGNAL_AT=<step>:<INT|KILL> to send this process that signal right after that step.
 """
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -97,5 +99,14 @@ if __name__ == "__main__":
 
         checkpoint.write_model_files = slow
     torch.set_num_threads(1)
-    make(sys.argv[1], int(sys.argv[2]), sys.argv[3:]).fit()
+    trainer = make(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
+    if os.environ.get("SIGNAL_AT"):
+        at, name = os.environ["SIGNAL_AT"].split(":")
+
+        def send(row):
+            if row.get("step") == int(at) and "loss" in row:
+                os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
+
+        trainer.on_log = send
+    trainer.fit()
     print("DONE", flush=True)

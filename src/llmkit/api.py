@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,16 +10,27 @@ import torch
 
 from llmkit.checkpoint import check_checkpoint, load_model
 from llmkit.config import ModelConfig
+from llmkit.devices import pick_device
 from llmkit.infer.sampling import GenerationError
 
+CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")
+"""``llmkit_stage`` values in config.json of checkpoints trained to follow the chat template."""
 
-def default_device() -> str:
-    """``cuda`` if present, else ``mps`` if present, else ``cpu``."""
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+
+def is_chat_model(path: Path, tokenizer) -> bool:
+    """True when the checkpoint was instruction-tuned and its tokenizer carries a chat template."""
+    try:
+        stage = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("llmkit_stage")
+    except (OSError, json.JSONDecodeError):
+        return False
+    has_template = hasattr(tokenizer, "apply_chat_template")
+    tc = Path(path) / "tokenizer_config.json"
+    if tc.is_file():
+        try:
+            has_template = has_template and bool(json.loads(tc.read_text(encoding="utf-8")).get("chat_template"))
+        except json.JSONDecodeError:
+            has_template = False
+    return stage in CHAT_STAGES and has_template
 
 
 DTYPES = {
@@ -229,7 +241,8 @@ def load(
     from llmkit.tokenizer import Tokenizer
 
     path = Path(path)
-    device = device or default_device()
+    device = pick_device(device)
+    device = device.type if device.index in (None, 0) else str(device)  # "cuda", not "cuda:0"
     if check_checkpoint(path).get("quantization_config"):  # codes and scales: no dtype to choose
         from llmkit.quant.model import load_quantized
 

@@ -71,8 +71,7 @@ def write_model_files(
         "do_sample": True,
         "temperature": 0.8,
         "top_k": 50,
-        "max_length": cfg.max_position_embeddings,
-    }
+    }  # no max_length: transformers warns when a caller's max_new_tokens meets a saved one
     gen.update(generation or {})
     (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     if tokenizer is not None:
@@ -130,6 +129,12 @@ def check_checkpoint(directory: Path) -> dict:
     Raises CheckpointError naming what is missing or wrong and what to do.
     """
     directory = Path(directory)
+    if directory.is_file():
+        hint = f"did you mean {directory.parent}?" if (directory.parent / "config.json").is_file() else ""
+        raise CheckpointError(
+            f"{directory}: is a file; give the checkpoint directory (the one holding config.json and "
+            f"model.safetensors){'; ' + hint if hint else ''}"
+        )
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     missing = [f for f in REQUIRED_FILES if not (directory / f).is_file()]

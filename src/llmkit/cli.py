@@ -14,7 +14,7 @@ import pkgutil
 import sys
 
 from llmkit import __version__
-from llmkit.errors import LLMKitError
+from llmkit.errors import LLMKitError, os_error_line
 
 
 def command_names() -> list[str]:
@@ -47,9 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.debug = debug_flag
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
+    if not getattr(args, "func", None):  # no verb: a usage mistake, like any other (exit 2)
+        parser.print_help(sys.stderr)
+        return 2
     debug = args.debug or os.environ.get("LLMKIT_DEBUG") == "1"
     try:
         return int(args.func(args) or 0)
@@ -58,6 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader of our output left (`llmkit generate ... | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as e:  # a path on the command line that cannot be read or written
+        if debug:
+            raise
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return LLMKitError.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -23,3 +23,10 @@ class DataError(LLMKitError):
 
 class CheckpointError(LLMKitError):
     """A checkpoint directory is missing files, corrupt, or from an incompatible version."""
+
+
+def os_error_line(e: OSError) -> str:
+    """An OSError on a user's path (a file where a directory is needed, no permission, a full
+    disk) as one line that names the path."""
+    what = (e.strerror or type(e).__name__).lower()
+    return f"{e.filename}: {what}; check the path and its permissions" if e.filename else f"{what}"

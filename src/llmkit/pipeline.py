@@ -6,17 +6,11 @@ resumes where it stopped (training stages also resume mid-way from their latest 
 stage, then runs them again. Under ``torchrun`` rank 0 runs the single-process stages while the
 others wait, and every process runs the training stages.
 
-Layout of ``runs/<name>/``::
-
-    config.yaml        the resolved config (the run can be repeated from it)
-    stages.json        each finished stage: wall time (summed over resumed invocations), finish time
-    tokenizer/         tokenizer.json + tokenizer_config.json                      (data)
-    data/              stats.json, train/ and val/<source>/ token shards           (data)
-    base/              the pretrained model (HF layout), checkpoints/, metrics.jsonl, loss.png  (pretrain)
-    samples/           base.json: the preset's prompts continued by the base model (samples)
-    eval/              results.json, results.md, icl.png: bits per byte and task accuracy (eval)
-    report.md          every finished stage's section, the stage times and the config
-    report.html        the same, one file with the plots inline (``llmkit report RUN`` rewrites both)
+Layout of ``runs/<name>/``: ``config.yaml`` (the resolved config: the run can be repeated from
+it), ``stages.json`` (each stage's wall time, summed over resumed invocations, and when it
+finished), ``report.md`` and ``report.html`` (every finished stage's sections, the stage times and
+the config; ``llmkit report RUN`` rewrites both), and the paths each stage ``writes`` (``llmkit
+speedrun --list`` prints them for a preset and run directory).
 """
 
 from __future__ import annotations
@@ -50,6 +44,8 @@ def _diff(a, b, prefix=""):
 
 def init_run_dir(cfg: RunConfig, run_dir: Path) -> None:
     """Create the run directory and save the resolved config; refuse to mix configs in one run."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: is a file, not a run directory; give --run-dir a directory")
     path = run_dir / "config.yaml"
     current = cfg.to_dict()
     if path.is_file():
@@ -107,7 +103,7 @@ def _forget(run_dir: Path, stages: list[Stage]) -> None:
 def _index(stages: list[Stage], name: str, flag: str) -> int:
     names = [s.name for s in stages]
     if name not in names:
-        raise ConfigError(f"{flag} {name!r} is not a stage of this run; stages: {', '.join(names)}")
+        raise ConfigError(f"{flag} {name!r} is not a stage of this run; pipeline.stages: {', '.join(names)}")
     return names.index(name)
 
 
@@ -149,6 +145,19 @@ def run(cfg: RunConfig, run_dir: Path, until: str | None = None, start_from: str
     path = write_run_report(cfg, ctx.run_dir)
     say(f"report: {path}")
     return path
+
+
+def describe(cfg: RunConfig, run_dir: Path) -> str:
+    """The run's stages as a table: whether each is complete in ``run_dir``, what it writes and
+    reads there, and what it does (``llmkit speedrun --list``)."""
+    record = read_record(run_dir)
+    rows = [("stage", "state", "writes", "reads", "what it does")]
+    for stage in get_stages(cfg.pipeline.stages):
+        state = "complete" if is_complete(stage, Path(run_dir), record) else "to run"
+        paths = [", ".join(f"{p}/" for p in ps) or "-" for ps in (stage.writes, stage.reads)]
+        rows.append((stage.name, state, *paths, stage.summary))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)) + "  " + r[4] for r in rows)
 
 
 def write_run_report(cfg: RunConfig, run_dir: Path) -> Path:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,21 @@ def plot_metrics(metrics_path: Path, png_path: Path) -> Path | None:
     return png_path
 
 
+def _cell(v: Any) -> str:
+    """A table cell stays in its row: no newlines, no bare column separators."""
+    return " ".join(str(v).split()).replace("|", "\\|")
+
+
 def _table(rows: list[tuple[str, Any]]) -> str:
     lines = ["| | |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows]
+    lines += [f"| {_cell(k)} | {_cell(v)} |" for k, v in rows]
     return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """``text`` as one line of markdown that renders as itself: whitespace runs (a prompt's newlines
+    too) become one space, and characters markdown would read as formatting are escaped."""
+    return re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", " ".join(text.split())) or "(empty)"
 
 
 def _fmt(v: Any) -> str:
@@ -77,7 +89,8 @@ def write_report(run_dir: Path, sections: dict[str, Any]) -> Path:
         elif isinstance(body, list):
             for item in body:
                 prompt, text = item["prompt"], item["text"]
-                parts += [f"**{prompt}**", "", "```text", prompt + text, "```", ""]
+                fence = "`" * max(3, 1 + max((len(run) for run in re.findall(r"`+", prompt + text)), default=0))
+                parts += [f"**{_inline(prompt)}**", "", fence + "text", prompt + text, fence, ""]
         else:
             parts.append(str(body))
         parts.append("")

@@ -17,8 +17,11 @@ pipeline and keeps the files compatible with ``transformers.AutoTokenizer``:
   would learn paragraph-sized merges instead of reusable words. The run length was chosen by
   measuring chars/token on Chinese (see docs/tokenizer.md).
 * **Special tokens** occupy ids 0..15 in the order of :data:`SPECIAL_TOKENS` (pad=0, bos=1, eos=2).
-  No post-processor: BOS/EOS are added by :meth:`Tokenizer.encode` only when asked, and
-  ``AutoTokenizer`` adds nothing, so both give the same ids.
+  :meth:`Tokenizer.encode` adds BOS/EOS only when asked (the engine asks for BOS on every text
+  prompt). A **post-processor** in ``tokenizer.json`` prepends BOS when ``transformers`` encodes
+  with special tokens (``AutoTokenizer(text)``, ``pipeline("text-generation")``), so a prompt gives
+  the same ids, and the same greedy text, in both; with ``add_special_tokens=False`` (what
+  ``apply_chat_template`` uses; the chat template writes BOS itself) nothing is added.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, decoders, models, pre_tokenizers, processors, trainers
 from tokenizers import Tokenizer as _HFTokenizer
 
 from llmkit.errors import CheckpointError, ConfigError, DataError
@@ -247,6 +250,10 @@ class Tokenizer:
         inner.train_from_iterator(counted(), trainer=trainer)
         if seen["chars"] == 0:
             raise DataError("tokenizer training text is empty; give it a source with text")
+        bos = (BOS, inner.token_to_id(BOS))
+        inner.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[bos]
+        )
         return cls(inner)
 
     @classmethod
@@ -296,7 +303,7 @@ class Tokenizer:
             "eos_token": EOS,
             "pad_token": PAD,
             "unk_token": UNK,
-            "add_bos_token": False,
+            "add_bos_token": self.inner.post_processor is not None,  # tokenizers trained before it have none
             "add_eos_token": False,
             "clean_up_tokenization_spaces": False,
             "model_max_length": self.model_max_length,
@@ -305,8 +312,11 @@ class Tokenizer:
 
     # ------------------------------------------------------------------ encode / decode
     def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Token ids of ``text``; ``bos``/``eos`` add those tokens where the tokenizer has them (an
+        imported Qwen2 tokenizer has no BOS, and transformers adds none either)."""
         ids = self.inner.encode(text, add_special_tokens=False).ids
-        return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
+        pre = [self.bos_id] if bos and self.bos_id is not None else []
+        return pre + ids + ([self.eos_id] if eos and self.eos_id is not None else [])
 
     def encode_batch(self, texts: list[str], bos: bool = False, eos: bool = False) -> list[list[int]]:
         """Encode many texts in parallel (Rust threads; the GIL is released)."""
@@ -315,7 +325,8 @@ class Tokenizer:
             if hasattr(self.inner, "encode_batch_fast")
             else self.inner.encode_batch(list(texts), add_special_tokens=False)
         )
-        pre, post = ([self.bos_id] if bos else []), ([self.eos_id] if eos else [])
+        pre = [self.bos_id] if bos and self.bos_id is not None else []
+        post = [self.eos_id] if eos and self.eos_id is not None else []
         return [pre + e.ids + post for e in out]
 
     def decode(self, ids, skip_special: bool = False) -> str:

@@ -8,16 +8,13 @@ oldest turns (or, for a base model, the oldest tokens) are dropped and the sessi
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TextIO
 
-from llmkit.errors import LLMKitError
-
-CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")
+from llmkit.errors import LLMKitError, os_error_line
 
 HELP = """commands:
   /system [TEXT]        set the system prompt (no text: show it; chat models only)
@@ -30,26 +27,11 @@ HELP = """commands:
 CTRL_C_HINT = "\n(Ctrl-C: type /quit or press Ctrl-D to leave)"
 
 
-def is_chat_model(path: Path, tokenizer) -> bool:
-    """True when the checkpoint was instruction-tuned and its tokenizer carries a chat template."""
-    try:
-        stage = json.loads((Path(path) / "config.json").read_text(encoding="utf-8")).get("llmkit_stage")
-    except (OSError, json.JSONDecodeError):
-        return False
-    has_template = hasattr(tokenizer, "apply_chat_template")
-    tc = Path(path) / "tokenizer_config.json"
-    if tc.is_file():
-        try:
-            has_template = has_template and bool(json.loads(tc.read_text(encoding="utf-8")).get("chat_template"))
-        except json.JSONDecodeError:
-            has_template = False
-    return stage in CHAT_STAGES and has_template
-
-
 class ChatSession:
     """Conversation state + one streaming reply at a time (the REPL below drives it)."""
 
     def __init__(self, lm, params, system: str | None = None, notice=print, rag=None, tools=()):
+        from llmkit.api import is_chat_model
         from llmkit.infer.engine import chat_stop_ids
 
         self.lm, self.tok, self.params = lm, lm.tokenizer, params
@@ -359,4 +341,6 @@ def _command(session: ChatSession, line: str, say) -> bool:
             say(f"unknown command /{cmd}; /help lists them")
     except LLMKitError as e:
         say(f"error: {e}")
+    except OSError as e:  # /save to a path that cannot be written: the conversation stays
+        say(f"error: {os_error_line(e)}")
     return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import ast
 import inspect
+import itertools
 import json
 import sys
 import typing
@@ -76,12 +77,18 @@ def add_decoding_args(p: argparse.ArgumentParser, **defaults) -> None:
         else:
             base = int if "int" in str(tp) else float
             g.add_argument(flag, type=base, default=default, help=helptext)
+    p.set_defaults(sampling_defaults=defaults)
 
 
 def params_from_args(args):
     from llmkit.infer.sampling import SamplingParams
 
     kw = {f.name: getattr(args, f.name) for f in fields(SamplingParams) if f.name not in _SKIP}
+    if kw["num_beams"] > 1:  # beam search does not sample: this command's sampling defaults do not apply
+        neutral = SamplingParams()
+        for name, value in getattr(args, "sampling_defaults", {}).items():
+            if name != "max_new_tokens" and kw[name] == value:
+                kw[name] = getattr(neutral, name)
     kw["stop"] = kw["stop"] or []
     kw["stop_token_ids"] = kw["stop_token_ids"] or []
     kw["truncate_prompt"] = getattr(args, "truncate", False)
@@ -92,7 +99,7 @@ ORDER = 60  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:
-    from llmkit.commands._common import add_model_args
+    from llmkit.commands._common import DefaultsHelpFormatter, add_model_args, positive_int
 
     p = sub.add_parser(
         "generate",
@@ -101,7 +108,7 @@ def register(sub) -> None:
         '--input FILE (.txt: one prompt per line; .jsonl: objects with a "prompt" '
         "field, other fields are copied through) writes one JSON object per prompt "
         "to --output (or stdout).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("checkpoint", type=Path, help="checkpoint directory")
     src = p.add_mutually_exclusive_group(required=True)
@@ -115,7 +122,7 @@ def register(sub) -> None:
     p.add_argument("--draft", type=Path, default=None, help="draft checkpoint for speculative decoding")
     p.add_argument("--prompt-lookup", action="store_true", help="speculative decoding by prompt lookup (no draft)")
     p.add_argument("--num-draft-tokens", type=int, default=4, help="tokens proposed per speculative step")
-    p.add_argument("--batch-size", type=int, default=32, help="sequences decoded together")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="sequences decoded together")
     add_model_args(p)
     add_decoding_args(p, max_new_tokens=256, temperature=0.8, top_k=50)
     p.set_defaults(func=run)
@@ -155,13 +162,25 @@ def run(args) -> int:
     lm.engine.max_batch = args.batch_size
     prompts = [r["prompt"] for r in rows]
     if args.chat:
+        from llmkit.api import is_chat_model
+        from llmkit.console import say
+
+        if not is_chat_model(lm.path, lm.tokenizer):
+            say(
+                f"warning: {args.checkpoint} is a base model (not instruction-tuned): with --chat it continues "
+                "the chat template as text and will not answer like an assistant; drop --chat to continue text"
+            )
         prompts = [chat_prompt_ids(lm.tokenizer, [{"role": "user", "content": p}]) for p in prompts]
         params.stop_token_ids = list(params.stop_token_ids) + chat_stop_ids(lm.tokenizer)
     spec = dict(draft=args.draft, prompt_lookup=args.prompt_lookup, num_draft_tokens=args.num_draft_tokens)
     options = dict(params.__dict__.items())
-    if args.prompt and len(prompts) == 1 and args.output is None and params.n == 1 and params.num_beams == 1:
-        print(rows[0]["prompt"], end="", flush=True)  # stream one prompt to the terminal
-        for delta in lm.stream(prompts[0], **options, **spec):
+    stream = params.n == 1 and params.num_beams == 1 and params.logprobs is None  # plain text is all it shows
+    if args.prompt and len(prompts) == 1 and args.output is None and stream:
+        deltas = lm.stream(prompts[0], **options, **spec)
+        first = next(deltas, "")  # starts the request: a prompt that cannot run fails here, before any output
+        if not args.chat:  # a continuation is printed after its prompt; a chat reply stands alone
+            print(rows[0]["prompt"], end="", flush=True)
+        for delta in itertools.chain([first], deltas):
             print(delta, end="", flush=True)
         print()
         return 0

@@ -20,8 +20,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from llmkit.errors import ConfigError
     from llmkit.pipeline import run as run_pipeline
 
     cfg, run_dir = resolve_run(args)
+    if "pretrain" not in cfg.pipeline.stages:
+        raise ConfigError(
+            f"pipeline.stages ({', '.join(cfg.pipeline.stages)}) has no pretrain stage; add it or use llmkit speedrun"
+        )
     run_pipeline(cfg, run_dir, until="pretrain")
     return 0

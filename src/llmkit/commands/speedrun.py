@@ -23,12 +23,22 @@ def register(sub) -> None:
         default=None,
         help="delete this stage's outputs and those of every later stage, then run them again",
     )
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="print the preset's stages (what each writes and reads in the run directory, whether it is "
+        "complete) and exit",
+    )
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from llmkit.pipeline import describe
     from llmkit.pipeline import run as run_pipeline
 
     cfg, run_dir = resolve_run(args)
+    if args.list:
+        print(f"{run_dir} ({cfg.preset}):\n{describe(cfg, run_dir)}")
+        return 0
     run_pipeline(cfg, run_dir, until=args.until, start_from=args.start_from)
     return 0

@@ -11,6 +11,8 @@ ORDER = 45  # place in `llmkit --help`: after pretraining, before SFT
 
 
 def register(sub) -> None:
+    from llmkit.commands._common import positive_int
+
     p = sub.add_parser(
         "tasks",
         help="the task suite: list tasks, show examples, make train/test files",
@@ -26,7 +28,7 @@ def register(sub) -> None:
     show = verbs.add_parser("show", help="print a few examples of a task")
     show.add_argument("task", help="task name (add2, poem_author ...) or a .jsonl task file")
     show.add_argument("--split", default="test", choices=["train", "test"], help="which split (default test)")
-    show.add_argument("-n", type=int, default=4, help="examples to show (default 4)")
+    show.add_argument("-n", type=positive_int, default=4, help="examples to show (default 4)")
     show.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     show.add_argument("--lang", default=None, choices=["en", "zh"], help="only this language")
     show.set_defaults(func=run_show)
@@ -41,7 +43,7 @@ def register(sub) -> None:
     )
     make.add_argument("tasks", nargs="+", help="task names or .jsonl task files")
     make.add_argument("--split", default="train", choices=["train", "test"], help="which split (default train)")
-    make.add_argument("-n", type=int, default=1000, help="examples per task (default 1000)")
+    make.add_argument("-n", type=positive_int, default=1000, help="examples per task (default 1000)")
     make.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     make.add_argument("--lang", default=None, choices=["en", "zh"], help="only this language")
     make.add_argument(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args) -> int:
     from llmkit.config import DataConfig
+    from llmkit.console import say
     from llmkit.data.sources import SourceStats, iter_documents
     from llmkit.tokenizer import Tokenizer, tokenizer_stats
 
@@ -106,13 +108,16 @@ def run_train(args) -> int:
         docs += iter_documents(source, cfg, st)
         chars, nbytes = chars + st.chars, nbytes + st.bytes
         for w in st.warnings():
-            print(f"warning: {source}: {w}")
+            say(f"warning: {source}: {w}")
     t0 = time.perf_counter()
-    tok = Tokenizer.train(docs, args.vocab_size, args.min_frequency, pre_tokenizer=args.pre_tokenizer)
+    tok = Tokenizer.train(
+        docs, args.vocab_size, args.min_frequency, pre_tokenizer=args.pre_tokenizer, show_progress=sys.stderr.isatty()
+    )
     dt = time.perf_counter() - t0
     tok.save(args.out)
+    what = f"{len(docs):,} document{'s' * (len(docs) != 1)}"
     print(
-        f"trained {tok.vocab_size:,} tokens on {len(docs):,} documents ({nbytes / 1e6:.1f} MB) in {dt:.1f}s "
+        f"trained {tok.vocab_size:,} tokens on {what} ({nbytes / 1e6:.1f} MB) in {dt:.1f}s "
         f"({dt / max(nbytes / 1e6, 1e-9):.2f} s/MB) -> {args.out}"
     )
     if tok.vocab_size < args.vocab_size:

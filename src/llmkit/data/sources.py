@@ -88,12 +88,12 @@ class SourceStats:
         if self.malformed_lines:
             out.append(
                 f"skipped {self.malformed_lines} malformed JSONL lines (first at {self.first_malformed}); "
-                "use data.strict=true to fail instead"
+                "use data.strict=true (--strict on `llmkit data`) to fail instead"
             )
         if self.missing_field:
             out.append(
                 f"skipped {self.missing_field} records without a text field (or with non-text, empty "
-                "values); check data.text_field"
+                "values); check data.text_field (--text-field on `llmkit data`)"
             )
         return out
 
@@ -149,8 +149,8 @@ def _iter_jsonl(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str
                 where = f"{path}:{lineno}"
                 if cfg.strict:
                     raise DataError(
-                        f"{where}: not a JSON object ({problem}); fix the line or set "
-                        "data.strict=false to skip malformed lines"
+                        f"{where}: not a JSON object ({problem}); fix the line, or drop data.strict=true "
+                        "(--strict) to skip malformed lines"
                     )
                 stats.malformed_lines += 1
                 stats.first_malformed = stats.first_malformed or where
@@ -169,7 +169,7 @@ def _iter_jsonl(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str
         stats.invalid_utf8_files += 1
     if records and not with_field:
         raise DataError(
-            f"{path}: no record has field {field!r}; set data.text_field=<name> "
+            f"{path}: no record has field {field!r}; set data.text_field=<name> (--text-field <name>) "
             f"(fields seen: {', '.join(fields_seen) or 'none'})"
         )
 
@@ -177,7 +177,7 @@ def _iter_jsonl(path: Path, cfg: DataConfig, stats: SourceStats) -> Iterator[str
 def _check_column(where, field: str, names: list[str]) -> None:
     if field not in names:
         raise DataError(
-            f"{where}: no record has field {field!r}; set data.text_field=<name> "
+            f"{where}: no record has field {field!r}; set data.text_field=<name> (--text-field <name>) "
             f"(fields seen: {', '.join(names) or 'none'})"
         )
 
@@ -358,8 +358,7 @@ def _raw_documents(source: str, cfg: DataConfig, stats: SourceStats, cache_dir: 
         yield from _iter_paths(matches, source, cfg, stats)
         return
     raise DataError(
-        f"{source}: no such file or directory, and not a corpus "
-        f"({', '.join(corpus_names())}) or hf:NAME; fix the path in data.sources"
+        f"{source}: no such file or directory, and not a corpus ({', '.join(corpus_names())}) or hf:NAME; fix the path"
     )
 
 
@@ -388,7 +387,7 @@ def iter_documents(
             what = "is empty"
         else:
             what = f"has no text (every file is empty or no record has a non-empty {cfg.text_field!r})"
-        raise DataError(f"{source} {what}; add text or remove it from data.sources")
+        raise DataError(f"{source} {what}; add text or remove it from the sources")
 
 
 def iter_corpus(cfg: DataConfig, stats: SourceStats | None = None, cache_dir: Path | None = None) -> Iterator[str]:

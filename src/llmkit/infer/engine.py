@@ -150,6 +150,15 @@ def token_byte_table(tokenizer) -> list[bytes]:
     return [b"" if i in specials else bytes(b) for i, b in enumerate(table)]
 
 
+def whole_characters(tokenizer, token_ids: Sequence[int]) -> str:
+    """The text of ``token_ids`` without an unfinished multi-byte character at the end (a Chinese
+    character is 3 bytes, often 2 tokens, and max_new_tokens may end generation between them):
+    what a sample shown to a person should end with, instead of U+FFFD."""
+    table = token_byte_table(tokenizer)
+    raw = b"".join(table[t] if t < len(table) else b"" for t in token_ids)
+    return codecs.getincrementaldecoder("utf-8")("replace").decode(raw)
+
+
 class SeqState:
     """One sequence being generated (one prompt, one sample): tokens, penalty state, text,
     stopping. Made by :meth:`Engine.new_sequence`; the engine owns its cache row."""

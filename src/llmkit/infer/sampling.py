@@ -100,6 +100,8 @@ class SamplingParams:
         def bad(name, why):
             raise GenerationError(f"{name}={getattr(self, name)!r}: {why}")
 
+        self._check_types()
+
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             bad("max_new_tokens", "must be a positive integer")
         if self.temperature is None or not self.temperature >= 0 or math.isinf(self.temperature):
@@ -136,11 +138,22 @@ class SamplingParams:
                 bad("n", f"must be <= num_beams={self.num_beams} (returns the n best beams)")
             if self.stop:
                 bad("stop", "stop strings are not supported with beam search; use stop_token_ids")
-        if isinstance(self.stop, str):
-            self.stop = [self.stop]
         if any(not s for s in self.stop):
             bad("stop", "stop strings must be non-empty")
         return self
+
+    def _check_types(self) -> None:
+        """Every option has its annotated type (a value from a chat command, a JSON body or a
+        keyword argument may be a string); numbers are normalised (an int where a float goes)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            kind = _FIELD_KINDS[f.name]
+            if value is None and kind.endswith("?"):
+                continue
+            ok, value = _coerce(value, kind.rstrip("?"))
+            if not ok:
+                raise GenerationError(f"{f.name}={getattr(self, f.name)!r}: must be {_KIND_WORDS[kind.rstrip('?')]}")
+            setattr(self, f.name, value)
 
     @property
     def greedy(self) -> bool:
@@ -151,6 +164,62 @@ class SamplingParams:
 
 
 PARAM_NAMES = tuple(f.name for f in fields(SamplingParams))
+
+_FIELD_KINDS = {
+    f.name: {
+        "int": "int",
+        "float": "float",
+        "bool": "bool",
+        "int | None": "int?",
+        "float | None": "float?",
+        "list[str]": "strs",
+        "list[int]": "ints",
+        "list[int] | None": "ints?",
+        "dict[int, float] | None": "bias?",
+    }[str(f.type)]
+    for f in fields(SamplingParams)
+}
+_KIND_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "strs": "a list of strings",
+    "ints": "a list of integer token ids",
+    "bias": "a mapping of token id to a number",
+}
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _coerce(value, kind: str):
+    """(ok, value in its canonical type) for one option of kind ``int``, ``float``, ``bool``,
+    ``strs``, ``ints`` or ``bias`` (JSON object keys are strings: ``{"50": -100}`` is accepted)."""
+    if kind == "int":
+        return _is_int(value), value
+    if kind == "float":
+        ok = _is_int(value) or isinstance(value, float)
+        return ok, float(value) if ok else value
+    if kind == "bool":
+        return isinstance(value, bool), value
+    if kind == "strs":
+        if isinstance(value, str):
+            return True, [value]
+        ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+        return ok, list(value) if ok else value
+    if kind == "ints":
+        ok = isinstance(value, (list, tuple)) and all(_is_int(v) for v in value)
+        return ok, list(value) if ok else value
+    if kind == "bias":
+        if not isinstance(value, dict):
+            return False, value
+        try:
+            out = {int(k): float(v) for k, v in value.items() if not isinstance(v, (bool, str))}
+        except (TypeError, ValueError):
+            return False, value
+        return len(out) == len(value), out
+    raise AssertionError(kind)
 
 
 # --- the processors (each matches transformers' processor of the same name) -------------------
@@ -270,6 +339,8 @@ class LogitsPipeline:
     def __init__(self, params: SamplingParams, vocab_size: int, stop_ids: list[int], device):
         self.p = params
         self.vocab_size = vocab_size
+        if params.logprobs is not None and params.logprobs > vocab_size:
+            raise GenerationError(f"logprobs={params.logprobs}: there are only {vocab_size} tokens to list")
         self.bias = bias_vector(params.logit_bias, vocab_size, device) if params.logit_bias else None
         mask = None
         if params.allowed_token_ids is not None:

@@ -11,7 +11,6 @@ import json
 import torch
 
 from llmkit.console import say
-from llmkit.errors import ConfigError
 from llmkit.files import atomic_write_json
 from llmkit.stages import ReportSections, Stage, StageContext
 from llmkit.stages.data import load_prepared
@@ -33,12 +32,7 @@ def run_pretrain(ctx: StageContext):
         data.tokenizer.eos_id,
         data.tokenizer.pad_id,
     )
-    cfg.model.validate()
-    if cfg.model.max_position_embeddings < cfg.train.seq_len:
-        raise ConfigError(
-            f"train.seq_len={cfg.train.seq_len} exceeds model.max_position_embeddings="
-            f"{cfg.model.max_position_embeddings}; lower one or raise the other"
-        )
+    cfg.validate()
     data.tokenizer.model_max_length = cfg.model.max_position_embeddings  # saved beside the model
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model)

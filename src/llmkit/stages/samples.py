@@ -1,8 +1,13 @@
-"""The ``samples`` stage: the preset's prompts continued by the base model (the inference engine)."""
+"""The ``samples`` stage: the preset's prompts continued by the base model (the inference engine).
+
+Each prompt is sampled exactly as ``llmkit sample BASE --prompt P --seed <train.seed>`` would (same
+engine, dtype, decoding options and seed), so a sample in the report can be reproduced and compared.
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 
 from llmkit.console import say
 from llmkit.files import atomic_write_json
@@ -11,21 +16,26 @@ from llmkit.stages import ReportSections, Stage, StageContext
 
 def _run(ctx: StageContext) -> None:
     import llmkit
+    from llmkit.infer.engine import whole_characters
 
-    cfg = ctx.cfg
-    lm = llmkit.load(ctx.path("base"), device="cpu", inference_only=True)
-    texts = lm.generate(
-        list(cfg.sample.prompts),
-        max_new_tokens=cfg.sample.max_new_tokens,
-        temperature=cfg.sample.temperature,
-        top_k=cfg.sample.top_k,
-        seed=cfg.train.seed,
-    )
-    samples = [{"prompt": p, "text": t} for p, t in zip(cfg.sample.prompts, texts, strict=True)]
+    cfg, opts = ctx.cfg, ctx.cfg.sample
+    lm = llmkit.load(ctx.path("base"), dtype="auto", inference_only=True)  # as `llmkit sample` loads it
+    samples = []
+    for prompt in opts.prompts:
+        completion = lm.generate(
+            prompt,
+            max_new_tokens=opts.max_new_tokens,
+            temperature=opts.temperature,
+            top_k=opts.top_k,
+            seed=cfg.train.seed,
+            return_ids=True,
+        )
+        samples.append({"prompt": prompt, "text": whole_characters(lm.tokenizer, completion.token_ids)})
     ctx.path("samples").mkdir(exist_ok=True)
     atomic_write_json(ctx.path("samples/base.json"), samples)
-    for s in samples:
-        say(f"sample: {s['prompt']}{s['text'][:200]!r}")
+    for i, s in enumerate(samples, 1):
+        say(f"sample {i} of {len(samples)}:")
+        print(s["prompt"] + s["text"], file=sys.stderr, flush=True)
 
 
 def _report(ctx: StageContext) -> ReportSections:

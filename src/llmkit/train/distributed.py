@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from llmkit.devices import pick_device as pick_device  # the one device choice, also for callers here
+
 
 @dataclass
 class DistInfo:
@@ -23,17 +25,6 @@ class DistInfo:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
-
-
-def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu."""
-    if requested != "auto":
-        return torch.device(requested)
-    if torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def setup(requested_device: str = "auto") -> DistInfo:

@@ -15,7 +15,9 @@ import contextlib
 import json
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +30,7 @@ from torch import nn
 
 from llmkit.checkpoint import CheckpointManager, load_trainer_state, publish_model
 from llmkit.config import TrainConfig
+from llmkit.console import say
 from llmkit.train import distributed
 from llmkit.train.mfu import measure_peak_flops
 from llmkit.train.optim import build_optimizers, lr_factor, set_lr
@@ -161,6 +164,10 @@ class Trainer:
         latest = self.ckpts.latest()
         if latest is None:
             if self.info.is_main and self.metrics_path.exists():
+                say(
+                    f"no complete checkpoint in {self.ckpts.root} (the last run stopped before its first, "
+                    f"at step {min(self.cfg.ckpt_every, self.cfg.max_steps)}): starting again from step 0"
+                )
                 self.metrics_path.unlink()
             return False
         self._load_state(latest)
@@ -243,6 +250,23 @@ class Trainer:
         }
 
     def fit(self) -> TrainResult:
+        """Train to ``cfg.max_steps`` (resuming from the latest checkpoint). Ctrl-C in a single
+        process lets the step in progress finish, saves a checkpoint there, says how to resume and
+        raises KeyboardInterrupt; a second Ctrl-C stops at once (every write is atomic anyway)."""
+        with _Interrupts(enabled=not self.info.enabled) as self._interrupts:
+            return self._fit()
+
+    def _stop_at_interrupt(self, bar: _Progress) -> None:
+        if not (self.ckpts.path_for(self.step) / "config.json").is_file():
+            self._save()
+        bar.close()
+        say(
+            f"interrupted at step {self.step}: checkpoint saved to {self.ckpts.path_for(self.step)}; "
+            "run the same command again to resume from it"
+        )
+        raise KeyboardInterrupt
+
+    def _fit(self) -> TrainResult:
         cfg, info = self.cfg, self.info
         torch.manual_seed(cfg.seed)
         resumed = self.resume()
@@ -284,6 +308,8 @@ class Trainer:
                 bar.note(last_eval)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
                 self._save()
+            if self._interrupts.requested and self.step < cfg.max_steps:  # at the last step: just finish
+                self._stop_at_interrupt(bar)
             if cfg.time_budget_s and time.perf_counter() - t_start > cfg.time_budget_s:
                 if self.step % cfg.ckpt_every:
                     self._save()
@@ -305,6 +331,31 @@ class Trainer:
         result.mfu = result.tokens_per_s * flops_per_token / peak if peak else 0.0
         result.dtype, result.device = str(self.dtype).removeprefix("torch."), str(self.device)
         return result
+
+
+class _Interrupts:
+    """While active, the first SIGINT (Ctrl-C) only sets ``requested``, for the loop to stop at the
+    end of the step; the second raises KeyboardInterrupt as usual. Python delivers signals to the
+    main thread only, so elsewhere (and under torchrun, whose agent stops the workers) this is off."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _Interrupts:
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 class _Progress:

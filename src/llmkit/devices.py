@@ -1,0 +1,46 @@
+"""Which device to run on: ``auto`` picks the best one present; a named one must exist here.
+
+One place for the choice that training (``train.device``) and inference (``--device``) both make,
+so a device this machine does not have is one line that says what it has, not a CUDA traceback.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llmkit.errors import ConfigError
+
+
+def available() -> list[str]:
+    """The device types this machine can run on, best first."""
+    out = []
+    if torch.cuda.is_available():
+        out.append("cuda" if torch.cuda.device_count() == 1 else f"cuda:0..{torch.cuda.device_count() - 1}")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        out.append("mps")
+    return [*out, "cpu"]
+
+
+def pick_device(requested: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """``auto`` (or None): cuda (``cuda:local_rank``), then mps, then cpu. A named device is
+    checked: an unknown name or one this machine lacks raises a ConfigError listing what it has."""
+    if requested is None or requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", local_rank)
+        if "mps" in available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(f"device {requested!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+    have = available()
+    missing = (
+        (device.type == "cuda" and not torch.cuda.is_available())
+        or (device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count())
+        or (device.type == "mps" and "mps" not in have)
+        or device.type not in ("cpu", "cuda", "mps")
+    )
+    if missing:
+        raise ConfigError(f"device {requested!r} is not available on this machine; it has: {', '.join(have)}")
+    return device
