@@ -30,7 +30,7 @@ TEXT = (
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2"> & "quotes" 你好'
 """What the memorizing model answers to every message: markup that must show as text."""
 
-USER_MESSAGES = ["hi", "hello there", "tell me", "你好", "请回答", "what is this?", "早上好", "ok"]
+USER_MESSAGES = ["hi", "<b>hi</b>", "tell me", "你好", "请回答", "what is this?", "早上好", "ok"]
 
 
 def train_tokenizer():

@@ -170,6 +170,7 @@ def run(args) -> int:
                 say(f"shutting down: finishing running requests (at most {args.shutdown_timeout:g} s)")
                 scheduler.drain(args.shutdown_timeout)
             super().handle_exit(sig, frame)
+            self._captured_signals.clear()  # a graceful stop is a normal end: exit 0, not by the signal
 
     Server(config).run(sockets=[sock])
     say("stopped")

@@ -102,7 +102,7 @@ class Scheduler:
         self.max_queue = max_queue
         self._inbox: queue.Queue = queue.Queue()
         self._jobs: dict[str, dict[int, Job]] = {name: {} for name in models}  # model -> seq id -> job
-        self._waiting = 0  # requests submitted and not yet producing tokens
+        self._waiting = dict.fromkeys(models, 0)  # per model: requests submitted, not yet producing tokens
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = False
@@ -127,19 +127,19 @@ class Scheduler:
         self._deadline = time.monotonic() + timeout
         self._inbox.put(("wake", None))
 
-    @property
-    def waiting(self) -> int:
-        return self._waiting
-
     def submit(self, model: str, prompts: list[list[int]], params: SamplingParams) -> Job:
-        """Queue a request (one or more prompts, ``params.n`` choices each); 429 when the queue is
-        full, 503 while draining. Await ``job.accepted`` before reading its deltas."""
+        """Queue a request (one or more prompts, ``params.n`` choices each); 429 when more than
+        ``max_queue`` requests would wait beyond the batch's free rows, 503 while draining. Await
+        ``job.accepted`` before reading its deltas."""
         if self.draining:
             raise unavailable("the server is shutting down; send the request to another instance or retry later")
+        engine = self.models[model].engine
+        free_rows = max(engine.max_batch - engine.num_running, 0)  # read across threads: a snapshot is enough
         with self._lock:
-            if self._waiting >= self.max_queue:
-                raise queue_full(self._waiting)
-            self._waiting += 1
+            beyond = self._waiting[model] - free_rows
+            if beyond >= self.max_queue:
+                raise queue_full(beyond)
+            self._waiting[model] += 1
         job = Job(model, prompts, params, asyncio.get_running_loop())
         self._inbox.put(("add", job))
         return job
@@ -305,14 +305,14 @@ class Scheduler:
 
     def _unwait(self, job: Job) -> None:
         with self._lock:
-            self._waiting -= 1
+            self._waiting[job.model] -= 1
 
     def _update_gauges(self) -> None:
         for name, served in self.models.items():
             jobs = {id(j): j for j in self._jobs[name].values()}.values()
             self.metrics.running.labels(name).set(sum(j.started for j in jobs))
             self.metrics.batch.labels(name).set(served.engine.num_running)
-        self.metrics.waiting.set(self._waiting)
+        self.metrics.waiting.set(sum(self._waiting.values()))
 
     @staticmethod
     def _post(job: Job, fn) -> None:

@@ -198,6 +198,7 @@ function submit() {
 }
 
 function setup() {
+  $("settings").addEventListener("submit", (e) => e.preventDefault());
   $("composer").addEventListener("submit", (e) => {
     e.preventDefault();
     submit();
