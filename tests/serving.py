@@ -132,6 +132,19 @@ def memorizing_checkpoint(path: Path, tokenizer, steps: int = 40) -> Path:
     return path
 
 
+def lora_adapter(path: Path, base: Path, seed: int = 1) -> Path:
+    """A PEFT-format LoRA adapter for ``base`` with random (non-zero) matrices: it changes the output."""
+    from llmkit.checkpoint import load_model
+    from llmkit.model.lora import LoraConfig, add_lora, save_adapter
+
+    model = load_model(base)
+    cfg = LoraConfig(r=4, alpha=8.0, target_modules=["q_proj", "v_proj"])
+    torch.manual_seed(seed)
+    for layer in add_lora(model, cfg).values():
+        torch.nn.init.normal_(layer.lora_B.weight, std=0.5)
+    return save_adapter(model, cfg, path, base_path=base)
+
+
 class Server:
     """``llmkit serve ARGS`` in a child process; ``.url`` once it listens, ``.log`` its output."""
 

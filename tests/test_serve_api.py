@@ -3,6 +3,7 @@ streaming, logprobs, usage) and plain HTTP for the errors, each answer checked a
 engine run in this process."""
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -34,8 +35,28 @@ def auth():
 
 
 def test_models_are_listed(client):
-    assert [m.id for m in client.models.list().data] == ["talker", "xss"]
+    assert [m.id for m in client.models.list().data] == ["talker", "xss", "talker-lora"]
     assert client.models.retrieve("xss").id == "xss"
+    assert client.models.retrieve("talker-lora").parent == "talker"
+
+
+def test_a_lora_adapter_is_served_beside_its_base(client, local, serve_models):
+    with one_thread():
+        adapted = llmkit.load(
+            serve_models["talker"], device="cpu", dtype="float32", adapter=serve_models["talker-lora"]
+        )
+        want = adapted.generate("Hello world", max_new_tokens=16, temperature=0, ignore_eos=True)
+        base = local.generate("Hello world", max_new_tokens=16, temperature=0, ignore_eos=True)
+    assert want != base
+
+    def complete(model):
+        return client.completions.create(
+            model=model, prompt="Hello world", max_tokens=16, temperature=0, extra_body={"ignore_eos": True}
+        )
+
+    with ThreadPoolExecutor(4) as pool:  # both at once: each engine steps in turn
+        outs = list(pool.map(complete, ["talker-lora", "talker", "talker-lora", "talker"]))
+    assert [o.choices[0].text for o in outs] == [want, base, want, base]
 
 
 def test_completion_equals_the_engine_with_logprobs_and_usage(client, local):
@@ -205,3 +226,21 @@ def test_openai_client_raises_its_own_errors(client):
     bad = openai.OpenAI(base_url=client.base_url, api_key="wrong", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
+
+
+def test_an_adapter_view_shares_the_base_weights_and_leaves_the_base_alone(serve_models):
+    from llmkit.model.inference import prepare_for_inference
+    from llmkit.model.lora import lora_layers
+    from llmkit.serve.models import adapted_view
+
+    with one_thread():
+        lm = llmkit.load(serve_models["talker"], device="cpu", dtype="float32")
+        prepare_for_inference(lm.model)
+        before = lm.generate("你好", max_new_tokens=12, temperature=0, ignore_eos=True)
+        view = adapted_view(lm.model, serve_models["talker-lora"])
+        after = lm.generate("你好", max_new_tokens=12, temperature=0, ignore_eos=True)
+    base_storage = {p.data_ptr() for p in lm.model.parameters()}
+    wrapped = lora_layers(view)
+    assert wrapped and all(layer.base_layer.weight.data_ptr() in base_storage for layer in wrapped.values())
+    assert view.model.layers[0].mlp.fast is lm.model.model.layers[0].mlp.fast  # untouched blocks share kernels
+    assert after == before and not lora_layers(lm.model)

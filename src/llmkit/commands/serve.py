@@ -33,6 +33,14 @@ def register(sub) -> None:
         "--served-model-name", default=None, help="the name clients use for the (single) model (default: its path)"
     )
     p.add_argument(
+        "--lora",
+        action="append",
+        default=None,
+        metavar="NAME=DIR",
+        help="also serve a LoRA adapter (PEFT format) as model NAME, on the checkpoint its adapter_config.json "
+        "names (else the first); it shares the base's weights (repeatable)",
+    )
+    p.add_argument(
         "--api-key",
         action="append",
         default=None,
@@ -133,7 +141,7 @@ def run(args) -> int:
         from llmkit.model.rope import parse_rope_scaling
 
         rope = parse_rope_scaling(args.rope_scaling)
-    models = load_models(specs, options, device=args.device, dtype=args.dtype, rope_scaling=rope)
+    models = load_models(specs, options, device=args.device, dtype=args.dtype, rope_scaling=rope, adapters=args.lora)
     keys = list(args.api_key or [])
     if not keys and os.environ.get(API_KEY_ENV):
         keys = [os.environ[API_KEY_ENV]]
@@ -160,7 +168,9 @@ def run(args) -> int:
             if self.started:
                 host, port = sock.getsockname()[:2]
                 shown = f"[{host}]" if ":" in host else host
-                names = ", ".join(f"{n} ({m.context} tokens)" for n, m in models.items())
+                names = ", ".join(
+                    f"{n} ({m.context} tokens{f', LoRA on {m.base}' if m.base else ''})" for n, m in models.items()
+                )
                 key = "; API key required" if keys else ""
                 say(f"serving {names}")
                 say(f"chat page: http://{shown}:{port}/   API: http://{shown}:{port}/v1{key}   (Ctrl-C to stop)")

@@ -220,7 +220,7 @@ def create_app(models: dict[str, ServedModel], settings: ServerSettings | None =
 
 
 def _card(m: ServedModel) -> ModelCard:
-    return ModelCard(id=m.name, created=m.created, max_model_len=m.context, root=str(m.path))
+    return ModelCard(id=m.name, created=m.created, max_model_len=m.context, root=str(m.path), parent=m.base)
 
 
 def _render(m: ServedModel, req: TokenizeRequest) -> str:

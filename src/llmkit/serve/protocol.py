@@ -240,6 +240,8 @@ class ModelCard(_Out):
     owned_by: str = "llmkit"
     max_model_len: int
     root: str
+    parent: str | None = None
+    """For a LoRA adapter: the model it applies to."""
 
 
 class ModelList(_Out):
