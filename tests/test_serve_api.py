@@ -244,3 +244,15 @@ def test_an_adapter_view_shares_the_base_weights_and_leaves_the_base_alone(serve
     assert wrapped and all(layer.base_layer.weight.data_ptr() in base_storage for layer in wrapped.values())
     assert view.model.layers[0].mlp.fast is lm.model.model.layers[0].mlp.fast  # untouched blocks share kernels
     assert after == before and not lora_layers(lm.model)
+
+
+def test_streamed_echo_and_max_tokens_zero(client):
+    chunks = list(
+        client.completions.create(model="talker", prompt=["你好", "Hi"], max_tokens=0, echo=True, stream=True)
+    )
+    texts = {c.choices[0].index: c.choices[0].text for c in chunks if c.choices and c.choices[0].text}
+    assert texts == {0: "你好", 1: "Hi"}
+    ends = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert ends == ["length", "length"]
+    plain = client.completions.create(model="talker", prompt="Hi", max_tokens=0)
+    assert plain.choices[0].text == "" and plain.usage.completion_tokens == 0

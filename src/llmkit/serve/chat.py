@@ -94,9 +94,9 @@ async def create(
     ids = prompt_for(served, messages, req.truncate_prompt_tokens)
     params = chat_params(req, served, limits)
     stop_ids = stop_token_set(served, params)
-    scheduler.metrics.prompt_tokens.labels(served.name).inc(len(ids))
     job = scheduler.submit(served.name, [ids], params)
     await accepted(job, scheduler)
+    scheduler.metrics.prompt_tokens.labels(served.name).inc(len(ids))
     rid, created = new_id("chatcmpl"), now()
     if req.stream:
         return EventStream(

@@ -68,27 +68,16 @@ async def create(req: CompletionRequest, served: ServedModel, scheduler: Schedul
     generate = req.max_tokens != 0
     params = sampling_params(req, served, limits, req.max_tokens if generate else 1, req.logprobs, [])
     stop_ids = stop_token_set(served, params)
-    scores = None
-    if req.echo and req.logprobs is not None:
-        scores = await scheduler.score(served.name, [(p[:1], p[1:]) for p in prompts if len(p) > 1], req.logprobs)
-        scores = _per_prompt(prompts, scores)
-    echoes = (
-        [
-            _echo(served, p, t, s, req.logprobs)
-            for p, t, s in zip(prompts, texts, scores or [None] * len(prompts), strict=True)
-        ]
-        if req.echo
-        else None
-    )
-    scheduler.metrics.prompt_tokens.labels(served.name).inc(sum(len(p) for p in prompts))
+    echoes = await _echoes(req, served, scheduler, prompts, texts) if req.echo else None
     rid, created = new_id("cmpl"), now()
     job = None
     if generate:
         job = scheduler.submit(served.name, prompts, params)
         await accepted(job, scheduler)
+    scheduler.metrics.prompt_tokens.labels(served.name).inc(sum(len(p) for p in prompts))
     if req.stream:
         return EventStream(
-            _stream(req, served, job, echoes, stop_ids, rid, created, sum(len(p) for p in prompts)),
+            _stream(req, served, job, echoes, len(prompts) * req.n, stop_ids, rid, created, sum(map(len, prompts))),
             on_close=lambda: job is not None and scheduler.cancel(job),
         )
     choices = (
@@ -109,9 +98,16 @@ async def create(req: CompletionRequest, served: ServedModel, scheduler: Schedul
     )
 
 
-def _per_prompt(prompts: list[list[int]], scored: list[Scored]) -> list[Scored | None]:
-    it = iter(scored)
-    return [next(it) if len(p) > 1 else None for p in prompts]
+async def _echoes(req, served: ServedModel, scheduler: Scheduler, prompts, texts) -> list[_Echo]:
+    """Each prompt as echoed; with logprobs, its tokens scored by the one continuation scorer (the
+    first token has no log-probability: nothing comes before it)."""
+    scored: list[Scored | None] = [None] * len(prompts)
+    if req.logprobs is not None:
+        todo = [i for i, p in enumerate(prompts) if len(p) > 1]
+        results = await scheduler.score(served.name, [(prompts[i][:1], prompts[i][1:]) for i in todo], req.logprobs)
+        for i, r in zip(todo, results, strict=True):
+            scored[i] = r
+    return [_echo(served, p, t, s, req.logprobs) for p, t, s in zip(prompts, texts, scored, strict=True)]
 
 
 class _Echo:
@@ -170,15 +166,16 @@ def _choice(served: ServedModel, index: int, c: Choice, echo: _Echo | None, k: i
     )
 
 
-async def _stream(req, served, job, echoes, stop_ids, rid, created, prompt_tokens) -> AsyncIterator[str]:
+async def _stream(req, served, job, echoes, n_choices, stop_ids, rid, created, prompt_tokens) -> AsyncIterator[str]:
+    """The echoed prompts first (if asked), then each step's deltas, one choice per chunk."""
+
     def chunk(choices, usage_=None):
         return sse(Completion(id=rid, created=created, model=served.name, choices=choices, usage=usage_))
 
     k = req.logprobs
-    n_choices = len(echoes or []) * req.n if echoes else (job.choices if job else 0)
     offsets = {}
     if echoes:
-        for i in range(len(echoes) * req.n):
+        for i in range(n_choices):
             e = echoes[i // req.n]
             offsets[i] = TextOffsets(served, len(e.text))
             yield chunk([CompletionChoice(index=i, text=e.text, logprobs=e.logprobs)])

@@ -212,7 +212,8 @@ class Scheduler:
             outs = served.engine.step()
         except Exception:  # a bug: fail this engine's requests, keep serving
             say(f"engine {name!r} failed; its running requests end with an error:\n{traceback.format_exc()}")
-            served.engine._abort_all()
+            for sid in list(self._jobs[name]):
+                served.engine.remove(sid)
             for job in {id(j): j for j in self._jobs[name].values()}.values():
                 self._finish_job(job)
                 err = APIError(500, "the engine failed on this request; see the server log", code="engine_error")
