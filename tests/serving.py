@@ -148,9 +148,9 @@ def lora_adapter(path: Path, base: Path, seed: int = 1) -> Path:
 class Server:
     """``llmkit serve ARGS`` in a child process; ``.url`` once it listens, ``.log`` its output."""
 
-    def __init__(self, args: list[str], timeout: float = 180.0):
+    def __init__(self, args: list[str], timeout: float = 180.0, env: dict | None = None):
         # one thread: the test models are tiny, and the test process shares the two cores
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmkit.cli", "serve", *map(str, args), "--port", "0"],
             stdout=subprocess.PIPE,

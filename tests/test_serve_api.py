@@ -13,7 +13,7 @@ import torch
 import llmkit
 from llmkit.infer.engine import chat_prompt_ids, chat_stop_ids
 from llmkit.infer.scoring import score
-from serving import API_KEY, one_thread
+from serving import API_KEY, metric, one_thread
 
 pytestmark = pytest.mark.xdist_group("serve")
 
@@ -256,3 +256,34 @@ def test_streamed_echo_and_max_tokens_zero(client):
     assert ends == ["length", "length"]
     plain = client.completions.create(model="talker", prompt="Hi", max_tokens=0)
     assert plain.choices[0].text == "" and plain.usage.completion_tokens == 0
+
+
+def test_a_follow_up_turn_reuses_the_cached_prefix(client, server):
+    before = metric(server.url, "llmkit_prefix_cache_reused_tokens", model="talker")
+    history = [{"role": "user", "content": "The quick brown fox jumps over the lazy dog. " * 2}]
+    first = client.chat.completions.create(model="talker", messages=history, max_tokens=20, temperature=0)
+    history += [{"role": "assistant", "content": first.choices[0].message.content}, {"role": "user", "content": "ok"}]
+    client.chat.completions.create(model="talker", messages=history, max_tokens=4, temperature=0)
+    assert metric(server.url, "llmkit_prefix_cache_reused_tokens", model="talker") - before >= 16
+
+
+def test_a_long_prompt_is_cut_when_asked(client, local):
+    long = "hello " * 1500  # past the 1024-token context
+    out = client.completions.create(
+        model="talker", prompt=long, max_tokens=4, temperature=0, extra_body={"truncate_prompt_tokens": 100}
+    )
+    assert out.usage.prompt_tokens == 100
+
+
+def test_cors_is_off_unless_an_origin_is_allowed(server, serve_models):
+    from fastapi.testclient import TestClient
+
+    from llmkit.serve.app import ServerSettings, create_app
+
+    r = httpx.get(server.url + "/health", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+    app = create_app({}, ServerSettings(cors_origins=["http://app.example"]))
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    with TestClient(app) as c:
+        r = c.options("/v1/chat/completions", headers=preflight)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.example"

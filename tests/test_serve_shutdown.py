@@ -17,6 +17,8 @@ from serving import Server, random_checkpoint, train_tokenizer
 
 pytestmark = pytest.mark.xdist_group("serve-shutdown")
 
+KEY = {"Authorization": "Bearer from-the-environment"}
+
 
 @pytest.fixture(scope="module")
 def long_talker(tmp_path_factory):
@@ -38,7 +40,7 @@ class Stream(threading.Thread):
 
     def run(self):
         body = {"prompt": "Hello", "max_tokens": self.max_tokens, "stream": True, "ignore_eos": True}
-        with httpx.stream("POST", self.url + "/v1/completions", json=body, timeout=120) as r:
+        with httpx.stream("POST", self.url + "/v1/completions", json=body, headers=KEY, timeout=120) as r:
             self.status = r.status_code
             for line in r.iter_lines():
                 if line.startswith("data: "):
@@ -64,14 +66,18 @@ def wait_metric(url: str, text: str, timeout: float = 30) -> None:
 
 
 def test_full_queue_gets_429_and_sigterm_ends_every_stream_cleanly(long_talker):
-    srv = Server([long_talker, "--max-batch", "3", "--max-queue", "1", "--shutdown-timeout", "4", "--device", "cpu"])
+    srv = Server(
+        [long_talker, "--max-batch", "3", "--max-queue", "1", "--shutdown-timeout", "4", "--device", "cpu"],
+        env={"LLMKIT_API_KEY": "from-the-environment"},
+    )
     try:
+        assert httpx.get(srv.url + "/v1/models").status_code == 401  # the key came from the environment
         # three long streams fill the batch, a fourth waits: the queue is full
         longs = [Stream(srv.url, 4000) for _ in range(3)]
         assert all(s.started.wait(60) for s in longs)
         queued = Stream(srv.url, 4000)
         wait_metric(srv.url, "llmkit_requests_waiting 1.0")
-        r = httpx.post(srv.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 5}, timeout=30)
+        r = httpx.post(srv.url + "/v1/completions", json={"prompt": "Hi", "max_tokens": 5}, headers=KEY, timeout=30)
         assert r.status_code == 429 and r.headers["retry-after"] and "busy" in r.json()["error"]["message"]
 
         # two running clients hang up: the waiting request takes a freed row, a short one the other,

@@ -36,6 +36,12 @@ class Metrics:
         self.running = Gauge("llmkit_requests_running", "Requests producing tokens", ["model"], registry=r)
         self.waiting = Gauge("llmkit_requests_waiting", "Requests queued, not yet producing tokens", registry=r)
         self.batch = Gauge("llmkit_batch_sequences", "Sequences in the engine's running batch", ["model"], registry=r)
+        self.prefix_reused = Gauge(
+            "llmkit_prefix_cache_reused_tokens",
+            "Prompt tokens whose keys/values came from the prefix cache instead of a prefill",
+            ["model"],
+            registry=r,
+        )
         self.ttft = Histogram(
             "llmkit_time_to_first_token_seconds",
             "From a request's arrival to its first token",

@@ -313,6 +313,7 @@ class Scheduler:
             jobs = {id(j): j for j in self._jobs[name].values()}.values()
             self.metrics.running.labels(name).set(sum(j.started for j in jobs))
             self.metrics.batch.labels(name).set(served.engine.num_running)
+            self.metrics.prefix_reused.labels(name).set(served.engine.prefixes.reused_tokens)
         self.metrics.waiting.set(sum(self._waiting.values()))
 
     @staticmethod
