@@ -279,6 +279,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint", type=Path, help="the default speedrun's model (e.g. runs/cpu-tiny/pretrain)")
     ap.add_argument("--big", type=Path, default=None, help="also a ~100M random model, written here if absent")
+    ap.add_argument(
+        "--big-only", action="store_true", help="measure only the ~100M model (its tokenizer: CHECKPOINT's)"
+    )
     ap.add_argument("--levels", default=",".join(map(str, LEVELS)), help="concurrencies (default 1,4,16,64)")
     ap.add_argument("--requests", type=int, default=2, help="requests per level = this x concurrency (min 4)")
     ap.add_argument("--max-tokens", type=int, default=64, help="tokens asked per request")
@@ -295,7 +298,7 @@ def main() -> int:
     levels = [int(x) for x in args.levels.split(",")]
     import torch
 
-    models = [("default speedrun model", args.checkpoint)]
+    models = [] if args.big_only else [("default speedrun model", args.checkpoint)]
     if args.big:
         models.append(("~100M random model", big_checkpoint(args.big, args.checkpoint)))
     out, everything = [], []

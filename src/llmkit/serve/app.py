@@ -99,6 +99,8 @@ def create_app(models: dict[str, ServedModel], settings: ServerSettings | None =
         description="OpenAI-compatible API over llmkit's engine, with continuous batching.",
         lifespan=lifespan,
         responses=_RESPONSES,
+        docs_url=None,  # FastAPI's schema pages load their scripts from a CDN: nothing here does
+        redoc_url=None,
     )
     app.state.models, app.state.scheduler, app.state.metrics, app.state.settings = models, scheduler, metrics, settings
 
