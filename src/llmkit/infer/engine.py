@@ -16,6 +16,13 @@ How a request runs:
   continuous-batching scheduler drives: sequences join and leave between steps; running rows are
   kept contiguous (a finished row is filled by moving the last row into it), so decode reads
   cache views and never gathers.
+* **admission** between steps is first come, first served, whole requests at a time, under three
+  bounds: ``max_batch`` rows, ``max_batch_tokens`` KV slots (rows x the longest row's reserved
+  length, which is what the cache holds and a decode step attends over) and ``prefill_budget``
+  prompt tokens per step (so a burst of new prompts delays the running sequences by at most one
+  bounded prefill). A request that waits is never overtaken, so a long one cannot be starved by
+  short ones; every running sequence advances one token per step, so short ones are never
+  starved by long ones.
 
 Text is produced incrementally from token bytes, holding back incomplete UTF-8 sequences and
 possible beginnings of stop strings, so streamed deltas are always whole characters and their
@@ -236,7 +243,11 @@ class Engine:
     """Generates from a :class:`~llmkit.model.transformer.Transformer` (and a tokenizer for text).
 
     ``max_batch`` bounds the sequences decoded together; ``prefill_tokens`` bounds the tokens of
-    one prefill forward (longer batches are split), which bounds activation memory. ``optimize``
+    one prefill forward (longer batches are split), which bounds activation memory.
+    ``max_batch_tokens`` bounds rows x longest reserved length (prompt + max_new_tokens, capped at
+    the context) of the running batch, and so the KV cache's size; ``prefill_budget`` bounds the
+    prompt tokens admitted per :meth:`step` (None: no bound; a request larger than a bound runs
+    alone, or first in its step). ``optimize``
     applies :func:`prepare_for_inference` to the model (in place, same values). ``prefix_cache``
     keeps the KV of that many finished sequences for prompts that continue them
     (:mod:`~llmkit.infer.prefix_cache`; off by default, so results never depend on what ran before).
@@ -253,6 +264,8 @@ class Engine:
         add_bos: bool = True,
         optimize: bool = True,
         prefix_cache: int = 0,
+        max_batch_tokens: int | None = None,
+        prefill_budget: int | None = None,
     ):
         self.model = model.eval()
         if optimize and hasattr(model, "lm_head"):
@@ -261,6 +274,8 @@ class Engine:
         self.tokenizer = tokenizer
         self.max_batch = max_batch
         self.prefill_tokens = prefill_tokens
+        self.max_batch_tokens = max_batch_tokens
+        self.prefill_budget = prefill_budget
         self.context = max_context or context_length(self.config)
         self.add_bos = add_bos
         p = next(model.parameters())
@@ -337,6 +352,7 @@ class Engine:
         outs: list[StepOutput] = []
         if self._rows:
             outs += self._decode()
+            self._release_finished()  # rows that just finished make room for this step's admissions
         if self._pending:
             take = self._admit(self.max_batch - len(self._rows))
             if take:
@@ -345,17 +361,29 @@ class Engine:
         return outs
 
     def _admit(self, room: int) -> list[SeqState]:
-        """Pop queued requests that fit in ``room`` rows, whole requests at a time (a request
-        larger than max_batch is admitted alone into an empty batch)."""
+        """Pop queued requests, whole requests at a time and in order, while they fit in ``room``
+        rows, the KV budget and this step's prefill budget. The first request of a step is admitted
+        into an empty batch whatever its size, and past the prefill budget into a running one, so
+        every request eventually runs."""
         take: list[SeqState] = []
+        longest = max((s.max_total for s in self._rows), default=0)
+        prefill = 0
         while self._pending:
             size = 1
             while size < len(self._pending) and self._pending[size].share_from is not None:
                 size += 1
-            if len(take) + size > room and (take or self._rows):
+            lead = self._pending[0]
+            rows = len(self._rows) + len(take) + size
+            over_rows = len(take) + size > room
+            over_kv = self.max_batch_tokens is not None and rows * max(longest, lead.max_total) > self.max_batch_tokens
+            over_prefill = self.prefill_budget is not None and prefill + len(lead.prompt) > self.prefill_budget
+            busy = bool(take or self._rows)
+            if ((over_rows or over_kv) and busy) or (over_prefill and take):
                 break
             take += self._pending[:size]
             del self._pending[:size]
+            longest = max(longest, lead.max_total)
+            prefill += len(lead.prompt)  # samples of a prompt copy its prefill
         return take
 
     @torch.inference_mode()
@@ -377,7 +405,13 @@ class Engine:
 
     @property
     def num_running(self) -> int:
+        """Sequences in the batch (each holds a cache row)."""
         return len(self._rows)
+
+    @property
+    def num_waiting(self) -> int:
+        """Sequences added but not yet admitted into the batch."""
+        return len(self._pending)
 
     # ------------------------------------------------------------------ whole requests
     def generate(
@@ -441,16 +475,21 @@ class Engine:
         return ids
 
     def _ensure_cache(self, rows: int, length: int) -> None:
+        """Make room for ``rows`` rows of ``length`` slots. The cache only grows, except that with a
+        KV budget a growth that would pass it reshapes the cache to exactly what is needed."""
         if self.cache is None:
             self.cache = KVCache.for_model(self.model, max(rows, 1), length)
         elif rows > self.cache.max_batch or length > self.cache.max_len:
-            self.cache.grow(max(rows, self.cache.max_batch), max(length, self.cache.max_len))
+            B, S = max(rows, self.cache.max_batch), max(length, self.cache.max_len)
+            if self.max_batch_tokens is not None and self.max_batch_tokens < B * S:
+                B, S = rows, length
+            self.cache.resize(B, S)
 
     def _prefill(self, seqs: list[SeqState]) -> list[StepOutput]:
         """Prefill the leaders of ``seqs`` in right-padded batches; samples of a leader copy its
         cache row; every sequence draws its first token from the prompt's last logits."""
         leaders = [s for s in seqs if s.share_from is None]
-        self._ensure_cache(len(self._rows) + len(seqs), max(s.max_total for s in seqs))
+        self._ensure_cache(len(self._rows) + len(seqs), max(s.max_total for s in [*self._rows, *seqs]))
         logits_of: dict[int, torch.Tensor] = {}
         fresh = []
         for s in leaders:  # prompts that continue a remembered sequence prefill only the rest

@@ -97,11 +97,16 @@ class KVCache:
 
     def grow(self, max_batch: int, max_len: int) -> None:
         """Reallocate to at least (max_batch, max_len), keeping the contents."""
-        B, S = max(max_batch, self.max_batch), max(max_len, self.max_len)
+        self.resize(max(max_batch, self.max_batch), max(max_len, self.max_len))
+
+    def resize(self, max_batch: int, max_len: int) -> None:
+        """Reallocate to exactly (max_batch, max_len), keeping the rows and slots that fit."""
+        B, S = max_batch, max_len
         if (self.max_batch, self.max_len) == (B, S):
             return
+        b, s = min(B, self.max_batch), min(S, self.max_len)
         for lst in (self.k, self.v):
             for i, t in enumerate(lst):
                 new = t.new_zeros((B, t.size(1), S, t.size(3)))
-                new[: t.size(0), :, : t.size(2)] = t
+                new[:b, :, :s] = t[:b, :, :s]
                 lst[i] = new
