@@ -175,24 +175,27 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         return {k: v.clone() for k, v in load_file(str(path)).items()}
 
 
-def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, model_class=None):
     """Load a checkpoint's model (ours or any Llama/Qwen2/Mistral-layout HF checkpoint) in
     ``dtype`` (default fp32, whatever the file holds). The file's tensors become the parameters
-    (converted one at a time), so loading never holds two copies of the weights."""
+    (converted one at a time), so loading never holds two copies of the weights. ``model_class``
+    (default :class:`~llmkit.model.transformer.Transformer`) is built from the config, e.g. a
+    :class:`~llmkit.model.heads.RewardModel` for a sequence-classifier checkpoint."""
     from llmkit.model.transformer import Transformer
 
     directory = Path(directory)
     hf = check_checkpoint(directory)
     config = ModelConfig.from_hf_dict(hf, source=str(directory / "config.json"))
     with torch.device("meta"):
-        model = Transformer(config)
+        model = (model_class or Transformer)(config)
+    tied = config.tie_word_embeddings and hasattr(model, "lm_head")
     try:
         sd = _read_tensors(directory / "model.safetensors")
     except (SafetensorError, OSError) as e:
         raise CheckpointError(
             f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt"
         ) from None
-    if config.tie_word_embeddings:
+    if tied:
         sd.pop("lm_head.weight", None)
     target = dtype or torch.get_default_dtype()
     for name, t in sd.items():
@@ -206,14 +209,14 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
             f"{directory / 'model.safetensors'}: weights do not match config.json "
             f"(shape of {first}); the checkpoint is corrupt or config.json was edited"
         ) from None
-    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(
             f"{directory / 'model.safetensors'}: weights do not match config.json ({what}); "
             "the checkpoint is incomplete or from an incompatible model"
         )
-    if config.tie_word_embeddings:
+    if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
     del sd
     model.to(device)
@@ -232,7 +235,8 @@ def load_model_weights(model: torch.nn.Module, directory: Path) -> None:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError:
         missing, unexpected = ["(shapes differ)"], []
-    missing = [k for k in missing if not (model.config.tie_word_embeddings and k == "lm_head.weight")]
+    tied = model.config.tie_word_embeddings and hasattr(model, "lm_head")
+    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match this model (missing {missing[:3]}, "

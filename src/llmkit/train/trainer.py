@@ -44,6 +44,18 @@ class Task(Protocol):
     ``loss(model, batch)`` returns (sum of per-item losses, extra metrics).
     ``evaluate(model)`` returns validation metrics (may shard its work by ``dist`` rank).
     ``tokens(batch)`` is the number of tokens processed, for throughput.
+
+    Optional methods (looked up with ``getattr``; stages that do not need them leave them out):
+
+    ``prepare(model, step, info)`` runs before the batches of every optimizer step, with the
+    unwrapped model in eval mode and autograd off, and returns metrics for the step's row. RL tasks
+    generate their rollouts here from the current weights when a new rollout batch is due, then
+    serve several optimizer steps (epochs x minibatches) from it through ``batch``.
+    ``state_dict()`` / ``load_state_dict(state)``: task state that travels in ``trainer_state.pt``
+    (tensors, numbers, strings), e.g. the rollout batch of an unfinished round, so a run resumed
+    between two rollouts continues from the same samples.
+    ``export(model)`` returns the module to publish as the stage's model (default: ``model``),
+    e.g. the policy without PPO's value head.
     """
 
     def batch(self, step: int, index: int, total: int) -> dict[str, Any]: ...
@@ -139,6 +151,7 @@ class Trainer:
             },
             "data_position": {"step": self.step},
             "train_config": dict(vars(self.cfg).items()),
+            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
         }
 
     def _load_state(self, path: Path) -> None:
@@ -155,6 +168,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         random.setstate((3, tuple(rng["python"].tolist()), None))
         np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(state.get("task") or {})
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint, if any, and cut ``metrics.jsonl`` back to it."""
@@ -202,16 +217,27 @@ class Trainer:
             self.ckpts.save(self.step, self.raw_model, self.tokenizer, self._state(), extra_config=self.extra_config)
         distributed.barrier(self.info)
 
+    def _prepare(self) -> dict[str, float]:
+        """The task's ``prepare`` hook (RL rollouts from the current weights), if it has one."""
+        prepare = getattr(self.task, "prepare", None)
+        if prepare is None:
+            return {}
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            out = prepare(self.raw_model, self.step, self.info) or {}
+        self.model.train()
+        return out
+
     def train_step(self) -> dict[str, float]:
         """One optimizer step: accumulate micro-batches, clip, update. Returns step metrics."""
         cfg, info = self.cfg, self.info
+        extra: dict[str, float] = dict(self._prepare())
         total = cfg.grad_accum * info.world_size
         batches = [self.task.batch(self.step, m * info.world_size + info.rank, total) for m in range(cfg.grad_accum)]
         count = torch.tensor(float(sum(float(b["count"]) for b in batches)), device=self.device)
         count = distributed.all_reduce_sum(count, info)  # global normaliser: exact token-weighted mean
         set_lr(self.optimizers, lr_factor(self.step, cfg))
         loss_sum = torch.zeros((), device=self.device)
-        extra: dict[str, float] = {}
         tokens = 0
         for m, batch in enumerate(batches):
             sync = m == len(batches) - 1 or not info.enabled
@@ -293,7 +319,9 @@ class Trainer:
             last_eval = self.evaluate()
             self._log({"step": self.step, **last_eval})
         if info.is_main:
-            publish_model(self.out_dir, self.raw_model, self.tokenizer, extra_config=self.extra_config)
+            export = getattr(self.task, "export", None)
+            published = export(self.raw_model) if export else self.raw_model
+            publish_model(self.out_dir, published, self.tokenizer, extra_config=self.extra_config)
             from llmkit.report import plot_metrics
 
             plot_metrics(self.metrics_path, self.out_dir / "loss.png")

@@ -1,0 +1,150 @@
+"""GRPO as a Task for the one loop: group-relative policy optimisation with verifiable rewards.
+
+Each round samples G completions of P prompts from the current policy, scores each with a reward
+function (a task verifier or a user's function), and turns rewards into advantages by normalising
+within each prompt's group (no value model: the group is the baseline). The policy is then updated
+``epochs x minibatches`` times with PPO's clipped ratio, optionally with a k3 KL penalty to a frozen
+reference, under one of three loss normalisations (:func:`~llmkit.train.objectives.aggregate`).
+
+References: Shao et al. 2024 (DeepSeekMath, GRPO), Yu et al. 2025 (DAPO: token-level loss,
+clip-higher), Liu et al. 2025 (Dr. GRPO: no length or std normalisation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from llmkit.console import say
+from llmkit.train import distributed
+from llmkit.train.objectives import aggregate, group_advantages, kl_penalty, loss_count, ppo_policy_loss
+from llmkit.train.rollout import (
+    RLPrompt,
+    RolloutTask,
+    SamplingSettings,
+    Scorer,
+    chunked_logprobs,
+    greedy_completions,
+    round_seed,
+    sample_completions,
+)
+from llmkit.train.sequences import model_logprobs, pack_completions
+
+
+class GRPOTask(RolloutTask):
+    def __init__(
+        self,
+        prompts: Sequence[RLPrompt],
+        scorer: Scorer,
+        tokenizer,
+        *,
+        prompts_per_round: int,
+        samples: int,
+        sampling: SamplingSettings,
+        epochs: int = 1,
+        minibatches: int = 1,
+        grad_accum: int = 1,
+        clip: float = 0.2,
+        clip_high: float | None = None,
+        kl_coef: float = 0.0,
+        loss_norm: str = "token",
+        scale_advantages: bool = True,
+        ref_model=None,
+        eval_prompts: Sequence[RLPrompt] = (),
+        seed: int = 1337,
+        max_batch: int = 64,
+        device="cpu",
+    ):
+        super().__init__(epochs, minibatches, seed, grad_accum)
+        if samples < 2:
+            from llmkit.errors import ConfigError
+
+            raise ConfigError("grpo.samples must be at least 2: advantages compare samples of one prompt")
+        if kl_coef and ref_model is None:
+            raise ValueError("a KL penalty needs a reference model")
+        self.prompts, self.scorer, self.tokenizer = list(prompts), scorer, tokenizer
+        self.per_round, self.samples, self.sampling = prompts_per_round, samples, sampling
+        self.clip, self.clip_high, self.kl_coef = clip, clip_high, kl_coef
+        self.loss_norm, self.scale = loss_norm, scale_advantages
+        self.ref_model, self.eval_prompts = ref_model, list(eval_prompts)
+        self.max_batch, self.device = max_batch, torch.device(device)
+        self.pad_id = tokenizer.pad_id
+        self._warned = False
+
+    # ---- rollouts -----------------------------------------------------------------------------
+    def collect(self, model, round_index: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+        self.check_divisible(self.per_round * self.samples // self.info.world_size, "grpo prompts x samples")
+        prompts = self.round_prompts(self.prompts, self.per_round, round_index)
+        engine = self.engine(model, self.tokenizer, self.max_batch)
+        seed = round_seed(self.seed, round_index) + self.info.rank * len(prompts) * self.samples
+        groups = sample_completions(engine, prompts, self.samples, self.sampling, seed)
+        flat = [c for g in groups for c in g]
+        rep = [p for p in prompts for _ in range(self.samples)]
+        rewards, stats = self.scorer(rep, flat)
+        if stats.failures and not self._warned:
+            say(f"grpo: a reward call failed ({stats.first_error}); such samples are left out and counted")
+            self._warned = True
+        r = torch.tensor(rewards)  # (P*G,), NaN where the call failed
+        adv = group_advantages(r, self.samples, scale=self.scale)  # (P*G,), 0 where failed
+        buf = pack_completions([p.ids for p in rep], [c.token_ids for c in flat], self.pad_id, self.device)
+        buf["loss_mask"][torch.isnan(r)] = 0.0
+        buf["advantages"] = adv.to(self.device)
+        if self.steps_per_round > 1:  # the policy moves within the round: ratios need the sampling policy
+            buf["old_logp"] = chunked_logprobs(model, buf["input_ids"], self.sampling.temperature)
+        if self.kl_coef:
+            buf["ref_logp"] = chunked_logprobs(self.ref_model, buf["input_ids"], self.sampling.temperature)
+        valid = r[~torch.isnan(r)]
+        grouped = r.view(-1, self.samples)
+        flat_groups = (grouped.nan_to_num(0).std(1) == 0).float().mean()
+        metrics = {
+            "reward": float(valid.mean()) if valid.numel() else math.nan,
+            "reward_std": float(valid.std()) if valid.numel() > 1 else 0.0,
+            "completion_tokens": float(buf["loss_mask"].sum(1).mean()),
+            "flat_groups": float(flat_groups),  # groups with one reward: no signal
+            "reward_failures": float(stats.failures),
+        }
+        return buf, _mean_over_ranks(metrics, self.info)
+
+    # ---- loss ---------------------------------------------------------------------------------
+    def make_batch(self, rows: dict[str, torch.Tensor]) -> dict[str, Any]:
+        rows["count"] = loss_count(rows["loss_mask"], self.loss_norm, self.sampling.max_new_tokens)
+        return rows
+
+    def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, float]]:
+        mask = batch["loss_mask"]  # (b, L-1)
+        logp = model_logprobs(model, batch["input_ids"], self.sampling.temperature)  # (b, L-1)
+        old = batch.get("old_logp", logp.detach())
+        per_token, clipped = ppo_policy_loss(logp, old, batch["advantages"][:, None], self.clip, self.clip_high)
+        n = mask.sum().clamp(min=1)
+        metrics = {"clip_frac": float((clipped.float() * mask).sum() / n)}
+        if self.kl_coef:
+            kl = kl_penalty(logp, batch["ref_logp"], "k3")  # (b, L-1)
+            per_token = per_token + self.kl_coef * kl
+            metrics["kl"] = float((kl.detach() * mask).sum() / n)
+        return aggregate(per_token, mask, self.loss_norm), metrics
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, model, info: distributed.DistInfo) -> dict[str, float]:
+        """Mean reward of greedy completions of the held-out prompts."""
+        if not self.eval_prompts:
+            return {}
+        mine = self.eval_prompts[info.rank :: info.world_size]
+        engine = self.engine(model, self.tokenizer, self.max_batch)
+        rewards, _ = self.scorer(mine, greedy_completions(engine, mine, self.sampling))
+        valid = [x for x in rewards if not math.isnan(x)]
+        stats = torch.tensor([sum(valid), float(len(valid))], dtype=torch.float64)
+        stats = distributed.all_reduce_sum(stats.to(next(model.parameters()).device), info).cpu()
+        return {"val_reward": float(stats[0] / stats[1].clamp(min=1))}
+
+
+def _mean_over_ranks(metrics: dict[str, float], info: distributed.DistInfo) -> dict[str, float]:
+    if not info.enabled:
+        return metrics
+    keys = sorted(metrics)
+    t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=info.device)
+    t = distributed.all_reduce_sum(t, info) / info.world_size
+    return dict(zip(keys, t.tolist(), strict=True))
