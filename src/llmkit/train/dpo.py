@@ -19,10 +19,14 @@ from typing import Any
 
 import torch
 
+from llmkit.config import RunConfig, stage_train_config
+from llmkit.console import say
+from llmkit.errors import ConfigError
 from llmkit.infer.scoring import score
 from llmkit.train import distributed
-from llmkit.train.objectives import dpo_loss
-from llmkit.train.preference import EncodedPair, pair_rows
+from llmkit.train.finetune import check_choice, check_same_vocabulary, fit_stage, load_frozen, load_trainable
+from llmkit.train.objectives import DPO_LOSSES, dpo_loss
+from llmkit.train.preference import EncodedPair, load_pairs, pair_rows
 from llmkit.train.sequences import batch_items, model_logprobs
 
 
@@ -137,3 +141,42 @@ class DPOTask:
         loss, margin, correct, n = distributed.all_reduce_sum(sums, info).tolist()
         n = max(n, 1.0)
         return {"val_loss": loss / n, "val_margin": margin / n, "val_accuracy": correct / n}
+
+
+def run_dpo(model_dir: Path, out_dir: Path, cfg: RunConfig, pairs=None) -> dict:
+    """DPO from the checkpoint ``model_dir`` into ``out_dir`` (resuming), with ``cfg.dpo``'s settings;
+    pairs from ``dpo.data`` unless given (a list of PreferencePair)."""
+    d = cfg.dpo
+    check_choice(d.loss, DPO_LOSSES, "dpo.loss")
+    if not 0.0 <= d.label_smoothing < 0.5:
+        raise ConfigError(f"dpo.label_smoothing={d.label_smoothing} must be in [0, 0.5)")
+    train_cfg = stage_train_config(cfg.train, d)
+    info = distributed.setup(train_cfg.device)
+    device = distributed.pick_device(train_cfg.device, info.local_rank)
+    model, tok = load_trainable(Path(model_dir), device)
+    train, val, stats = load_pairs(pairs if pairs is not None else d.data, tok, d.max_len, d.val_fraction)
+    if d.ref:
+        check_same_vocabulary(tok, model.config, Path(d.ref), "reference")
+
+    def reference():  # the starting weights, unless another reference is named
+        return load_frozen(Path(d.ref), device, tok, model.config, "reference") if d.ref else model
+
+    ref = cached_reference_logps(Path(out_dir) / "ref_logps.pt", reference, train + val)
+    task = DPOTask(
+        train,
+        ref[: len(train)],
+        tok.pad_id,
+        beta=d.beta,
+        loss_type=d.loss,
+        label_smoothing=d.label_smoothing,
+        batch_size=d.batch_size,
+        eval_pairs=val,
+        eval_ref_logps=ref[len(train) :],
+        seed=train_cfg.seed,
+        device=device,
+    )
+    if info.is_main:
+        for w in stats.warnings():
+            say(f"dpo: warning: {w}")
+        say(f"dpo: {len(train)} pairs ({len(val)} held out), beta {d.beta}, {d.loss} loss, {train_cfg.max_steps} steps")
+    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "dpo")

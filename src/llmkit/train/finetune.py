@@ -75,3 +75,31 @@ def write_summary(out_dir: Path, result, **extra) -> dict:
     }
     atomic_write_json(Path(out_dir) / "train_summary.json", summary)
     return summary
+
+
+def check_choice(value: str, choices: Sequence[str], name: str) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r}: use one of {', '.join(choices)}")
+
+
+def fit_stage(model, task, train_cfg, out_dir: Path, tokenizer, stage: str, extra_config: dict | None = None) -> dict:
+    """Run the one loop on ``task`` (resuming from ``out_dir/checkpoints``) and write the summary;
+    returns it (on the main process; ``{}`` elsewhere)."""
+    from llmkit.console import say
+    from llmkit.train.trainer import Trainer
+
+    trainer = Trainer(
+        model,
+        task,
+        train_cfg,
+        out_dir,
+        tokenizer=tokenizer,
+        extra_config={"llmkit_stage": stage, **(extra_config or {})},
+    )
+    result = trainer.fit()
+    if not trainer.info.is_main:
+        return {}
+    summary = write_summary(out_dir, result)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.final_eval.items())
+    say(f"{stage}: {result.step} steps in {result.elapsed_s:.0f}s{', ' + shown if shown else ''} -> {out_dir}")
+    return summary

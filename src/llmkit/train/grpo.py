@@ -14,22 +14,30 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from llmkit.config import RunConfig, stage_train_config
 from llmkit.console import say
+from llmkit.errors import ConfigError
 from llmkit.train import distributed
-from llmkit.train.objectives import aggregate, group_advantages, kl_penalty, loss_count, ppo_policy_loss
+from llmkit.train.finetune import check_choice, fit_stage, load_frozen, load_trainable
+from llmkit.train.objectives import LOSS_NORMS, aggregate, group_advantages, kl_penalty, loss_count, ppo_policy_loss
+from llmkit.train.rewards import load_reward_function
 from llmkit.train.rollout import (
     RLPrompt,
     RolloutTask,
     SamplingSettings,
     Scorer,
     chunked_logprobs,
+    function_scorer,
     greedy_completions,
+    prompts_from_file,
     round_seed,
     sample_completions,
+    stop_ids,
 )
 from llmkit.train.sequences import model_logprobs, pack_completions
 
@@ -60,8 +68,6 @@ class GRPOTask(RolloutTask):
     ):
         super().__init__(epochs, minibatches, seed, grad_accum)
         if samples < 2:
-            from llmkit.errors import ConfigError
-
             raise ConfigError("grpo.samples must be at least 2: advantages compare samples of one prompt")
         if kl_coef and ref_model is None:
             raise ValueError("a KL penalty needs a reference model")
@@ -148,3 +154,54 @@ def _mean_over_ranks(metrics: dict[str, float], info: distributed.DistInfo) -> d
     t = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=info.device)
     t = distributed.all_reduce_sum(t, info) / info.world_size
     return dict(zip(keys, t.tolist(), strict=True))
+
+
+def run_grpo(
+    model_dir: Path,
+    out_dir: Path,
+    cfg: RunConfig,
+    prompts: Sequence[RLPrompt] | None = None,
+    eval_prompts: Sequence[RLPrompt] = (),
+    scorer: Scorer | None = None,
+) -> dict:
+    """GRPO from the checkpoint ``model_dir`` into ``out_dir`` (resuming), with ``cfg.grpo``'s
+    settings. Prompts and scorer default to ``grpo.prompts`` (a JSONL file) and ``grpo.reward``
+    (``path/to/file.py:function``); callers with the task suite pass their own."""
+    g = cfg.grpo
+    check_choice(g.loss_norm, LOSS_NORMS, "grpo.loss_norm")
+    train_cfg = stage_train_config(cfg.train, g)
+    info = distributed.setup(train_cfg.device)
+    device = distributed.pick_device(train_cfg.device, info.local_rank)
+    model, tok = load_trainable(Path(model_dir), device)
+    if prompts is None:
+        prompts, eval_prompts = prompts_from_file(g.prompts, tok, g.eval_prompts, train_cfg.seed)
+    if scorer is None:
+        scorer = function_scorer(load_reward_function(g.reward), where=g.reward)
+    sampling = SamplingSettings(g.max_new_tokens, g.temperature, 0, g.top_p, stop_ids(tok, prompts[0].chat))
+    ref = load_frozen(Path(model_dir), device, tok, model.config, "reference") if g.kl_coef else None
+    task = GRPOTask(
+        prompts,
+        scorer,
+        tok,
+        prompts_per_round=g.prompts_per_round,
+        samples=g.samples,
+        sampling=sampling,
+        epochs=g.epochs,
+        minibatches=g.minibatches,
+        grad_accum=train_cfg.grad_accum,
+        clip=g.clip,
+        clip_high=g.clip_high or None,
+        kl_coef=g.kl_coef,
+        loss_norm=g.loss_norm,
+        scale_advantages=g.scale_advantages,
+        ref_model=ref,
+        eval_prompts=eval_prompts,
+        seed=train_cfg.seed,
+        device=device,
+    )
+    if info.is_main:
+        say(
+            f"grpo: {len(prompts)} prompts, {g.prompts_per_round} x {g.samples} samples per round, "
+            f"{g.epochs} x {g.minibatches} steps per round, {train_cfg.max_steps} steps on {device}"
+        )
+    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "grpo")

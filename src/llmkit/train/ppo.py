@@ -14,23 +14,32 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from llmkit.config import RunConfig, stage_train_config
 from llmkit.console import say
+from llmkit.errors import ConfigError
 from llmkit.train import distributed
+from llmkit.train.finetune import check_same_vocabulary, fit_stage, load_frozen, load_trainable
 from llmkit.train.grpo import _mean_over_ranks
 from llmkit.train.objectives import gae, ppo_policy_loss, ppo_value_loss, whiten
+from llmkit.train.rewards import load_reward_function
 from llmkit.train.rollout import (
     RLPrompt,
     RolloutTask,
     SamplingSettings,
     Scorer,
     chunked_logprobs,
+    function_scorer,
     greedy_completions,
+    prompts_from_file,
+    reward_model_scorer,
     round_seed,
     sample_completions,
+    stop_ids,
 )
 from llmkit.train.sequences import pack_completions, token_logprobs
 
@@ -156,3 +165,76 @@ class PPOTask(RolloutTask):
         stats = torch.tensor([sum(valid), float(len(valid))], dtype=torch.float64, device=self.device)
         stats = distributed.all_reduce_sum(stats, info)
         return {"val_reward": float(stats[0] / stats[1].clamp(min=1))}
+
+
+def load_reward_model(path: Path, device, tokenizer, model_config):
+    """A reward model checkpoint (``llmkit reward``) for scoring, after the vocabulary check."""
+    from llmkit.checkpoint import check_checkpoint, load_model
+    from llmkit.model.heads import RewardModel
+
+    archs = check_checkpoint(path).get("architectures") or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        raise ConfigError(
+            f"{path}: not a reward model (config.json architectures {archs}); train one with `llmkit reward`"
+        )
+    check_same_vocabulary(tokenizer, model_config, Path(path), "reward model")
+    rm = load_model(path, device=device, model_class=RewardModel)
+    rm.requires_grad_(False)
+    return rm.eval()
+
+
+def run_ppo(
+    model_dir: Path,
+    out_dir: Path,
+    cfg: RunConfig,
+    prompts: Sequence[RLPrompt] | None = None,
+    eval_prompts: Sequence[RLPrompt] = (),
+    scorer: Scorer | None = None,
+) -> dict:
+    """PPO from the checkpoint ``model_dir`` into ``out_dir`` (resuming), with ``cfg.ppo``'s settings.
+    The reward comes from ``ppo.reward_model`` or ``ppo.reward`` unless a scorer is passed."""
+    from llmkit.model.heads import PolicyWithValue
+
+    c = cfg.ppo
+    train_cfg = stage_train_config(cfg.train, c)
+    info = distributed.setup(train_cfg.device)
+    device = distributed.pick_device(train_cfg.device, info.local_rank)
+    lm, tok = load_trainable(Path(model_dir), device)
+    if prompts is None:
+        prompts, eval_prompts = prompts_from_file(c.prompts, tok, c.eval_prompts, train_cfg.seed)
+    if scorer is None:
+        if bool(c.reward_model) == bool(c.reward):
+            raise ConfigError("ppo needs one reward: ppo.reward_model=DIR (--reward-model) or ppo.reward=FILE.py:FN")
+        if c.reward_model:
+            scorer = reward_model_scorer(load_reward_model(Path(c.reward_model), device, tok, lm.config), tok.pad_id)
+        else:
+            scorer = function_scorer(load_reward_function(c.reward), where=c.reward)
+    ref = load_frozen(Path(model_dir), device, tok, lm.config, "reference")
+    sampling = SamplingSettings(c.max_new_tokens, c.temperature, 0, 1.0, stop_ids(tok, prompts[0].chat))
+    task = PPOTask(
+        prompts,
+        scorer,
+        ref,
+        tok,
+        prompts_per_round=c.prompts_per_round,
+        samples=c.samples,
+        sampling=sampling,
+        epochs=c.epochs,
+        minibatches=c.minibatches,
+        grad_accum=train_cfg.grad_accum,
+        clip=c.clip,
+        value_clip=c.value_clip,
+        vf_coef=c.vf_coef,
+        gamma=c.gamma,
+        lam=c.lam,
+        kl_coef=c.kl_coef,
+        eval_prompts=eval_prompts,
+        seed=train_cfg.seed,
+        device=device,
+    )
+    if info.is_main:
+        say(
+            f"ppo: {len(prompts)} prompts, {c.prompts_per_round} x {c.samples} samples per round, "
+            f"{c.epochs} x {c.minibatches} steps per round, {train_cfg.max_steps} steps on {device}"
+        )
+    return fit_stage(PolicyWithValue.from_causal_lm(lm), task, train_cfg, Path(out_dir), tok, "ppo")

@@ -76,3 +76,19 @@ def pair_rows(pairs: Sequence[EncodedPair], pad_id: int, device="cpu") -> dict[s
     prompts = [p.prompt for p in pairs] * 2
     answers = [p.chosen for p in pairs] + [p.rejected for p in pairs]
     return pack_completions(prompts, answers, pad_id, device)
+
+
+def load_pairs(source, tokenizer, max_len: int, val_fraction: float, seed: int = 0):
+    """Pairs from ``source`` (a path or name, see :func:`llmkit.data.preference.read_pairs`, or a
+    list of :class:`PreferencePair`), split by prompt into training and held-out pairs, encoded.
+    Returns (train, held-out, stats)."""
+    from llmkit.data.preference import PairStats, read_pairs
+    from llmkit.train.finetune import hold_out
+
+    stats = PairStats()
+    if isinstance(source, str):
+        pairs = read_pairs(source, stats)
+    else:
+        pairs = read_pairs(((p.source or f"pair {i}", p) for i, p in enumerate(source)), stats)
+    train, val = hold_out(pairs, val_fraction, key=lambda p: repr(p.messages or p.prompt), seed=seed)
+    return encode_pairs(tokenizer, train, max_len), encode_pairs(tokenizer, val, max_len), stats

@@ -8,13 +8,17 @@ Held-out pairwise accuracy (how often the chosen answer scores higher) is the me
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from llmkit.config import RunConfig, stage_train_config
+from llmkit.console import say
 from llmkit.train import distributed
+from llmkit.train.finetune import fit_stage, load_trainable
 from llmkit.train.objectives import bradley_terry_loss
-from llmkit.train.preference import EncodedPair, pair_rows
+from llmkit.train.preference import EncodedPair, load_pairs, pair_rows
 from llmkit.train.sequences import batch_items
 
 
@@ -75,3 +79,26 @@ class RewardTask:
         loss, correct, margin, n = distributed.all_reduce_sum(sums, info).tolist()
         n = max(n, 1.0)
         return {"val_loss": loss / n, "val_accuracy": correct / n, "val_margin": margin / n}
+
+
+def run_reward(model_dir: Path, out_dir: Path, cfg: RunConfig, pairs=None) -> dict:
+    """A reward model from the checkpoint ``model_dir`` (its body, a fresh score head) into
+    ``out_dir`` (resuming), saved as a one-label sequence classifier."""
+    from llmkit.model.heads import RewardModel, sequence_classifier_config
+
+    r = cfg.reward
+    train_cfg = stage_train_config(cfg.train, r)
+    info = distributed.setup(train_cfg.device)
+    device = distributed.pick_device(train_cfg.device, info.local_rank)
+    lm, tok = load_trainable(Path(model_dir), device)
+    train, val, stats = load_pairs(pairs if pairs is not None else r.data, tok, r.max_len, r.val_fraction)
+    torch.manual_seed(train_cfg.seed)
+    model = RewardModel.from_causal_lm(lm)
+    del lm
+    task = RewardTask(train, tok.pad_id, batch_size=r.batch_size, eval_pairs=val, seed=train_cfg.seed, device=device)
+    if info.is_main:
+        for w in stats.warnings():
+            say(f"reward: warning: {w}")
+        say(f"reward: {len(train)} pairs ({len(val)} held out), {train_cfg.max_steps} steps on {device}")
+    extra = sequence_classifier_config(model.config)
+    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "reward", extra_config=extra)

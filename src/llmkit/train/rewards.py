@@ -86,6 +86,6 @@ def call_rewards(
             out.append(float("nan"))
     if stats.calls and stats.failures == stats.calls:
         raise RewardError(
-            f"{where}: all {stats.calls} reward calls failed (first: {stats.first_error}); fix the function"
+            f"{where}: all {stats.calls} reward calls of a batch failed (first: {stats.first_error}); fix the function"
         )
     return out, stats

@@ -41,6 +41,8 @@ class RLPrompt:
     ids: list[int]
     text: str
     fields: dict[str, Any] = field(default_factory=dict)
+    chat: bool = False
+    """Rendered with the chat template (the reply ends at the end-of-turn token)."""
 
 
 @dataclass
@@ -52,6 +54,25 @@ class SamplingSettings:
     top_k: int = 0
     top_p: float = 1.0
     stop_ids: tuple[int, ...] = ()
+
+
+def encode_prompts(tokenizer, rows) -> list[RLPrompt]:
+    """:class:`~llmkit.data.prompts.PromptRow` s as token ids: chat messages through the chat
+    template (ready for the assistant's turn), plain text with BOS."""
+    from llmkit.infer.engine import chat_prompt_ids
+
+    out = []
+    for row in rows:
+        ids = chat_prompt_ids(tokenizer, row.messages) if row.messages else tokenizer.encode(row.text, bos=True)
+        out.append(RLPrompt(ids, row.text, dict(row.fields), chat=bool(row.messages)))
+    return out
+
+
+def stop_ids(tokenizer, chat: bool) -> tuple[int, ...]:
+    """Where a rollout ends: the chat template's end-of-turn tokens for chat prompts (EOS always)."""
+    from llmkit.infer.engine import chat_stop_ids
+
+    return tuple(chat_stop_ids(tokenizer)) if chat else ()
 
 
 def round_seed(seed: int, round_index: int) -> int:
@@ -206,3 +227,18 @@ def reward_model_scorer(reward_model, pad_id: int, rows: int = 16) -> Scorer:
         return out, RewardStats(calls=len(out))
 
     return scorer
+
+
+def prompts_from_file(path: str, tokenizer, n_eval: int, seed: int = 0) -> tuple[list[RLPrompt], list[RLPrompt]]:
+    """Training and held-out prompts from a JSONL file: ``n_eval`` rows (at most a fifth) chosen by a
+    stable hash of their text are held out for evaluation."""
+    from llmkit.data.prompts import read_prompts
+    from llmkit.data.sources import split_key
+
+    rows = read_prompts(path)
+    k = min(n_eval, len(rows) // 5)
+    order = sorted(range(len(rows)), key=lambda i: split_key(rows[i].text, seed))
+    held = set(order[:k])
+    train = [r for i, r in enumerate(rows) if i not in held]
+    val = [r for i, r in enumerate(rows) if i in held]
+    return encode_prompts(tokenizer, train), encode_prompts(tokenizer, val)
