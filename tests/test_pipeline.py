@@ -1,6 +1,7 @@
 """End to end: the cpu-micro speedrun, resume of a finished run, and bad input through the CLI."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -33,6 +34,7 @@ def micro_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
 def test_cpu_micro_speedrun_end_to_end(micro_run):
     run_dir, _r = micro_run
     for rel in (
@@ -65,16 +67,68 @@ def test_cpu_micro_speedrun_end_to_end(micro_run):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
 def test_rerun_of_a_finished_speedrun_skips_work(micro_run):
     run_dir, _ = micro_run
     before = (run_dir / "base" / "model.safetensors").stat().st_mtime_ns
+    record = json.loads((run_dir / "stages.json").read_text())
     r = cli("speedrun", "--preset", "cpu-micro", "--run-dir", run_dir)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "skipping" in r.stderr
+    for stage in ("data", "pretrain", "samples"):
+        assert f"{stage}: complete; skipping" in r.stderr
     assert (run_dir / "base" / "model.safetensors").stat().st_mtime_ns == before
+    # each stage keeps the time it really took; the report shows those, not this invocation's
+    assert json.loads((run_dir / "stages.json").read_text()) == record
+    times = _report_section(run_dir, "Stage times")
+    for stage, entry in record.items():
+        assert f"| {stage} | {entry['seconds']:.0f} s |" in times, times
+    total = sum(e["seconds"] for e in record.values())
+    assert f"| total | {total:.0f} s ({total / 60:.1f} min) |" in times, times
+
+
+def _report_section(run_dir, heading):
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    return report.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
+def test_from_reruns_a_stage_and_the_ones_after_it(micro_run):
+    run_dir, _ = micro_run
+    record = json.loads((run_dir / "stages.json").read_text())
+    base = (run_dir / "base" / "model.safetensors").stat().st_mtime_ns
+    samples = (run_dir / "samples" / "base.json").read_text(encoding="utf-8")
+    r = cli("speedrun", "--preset", "cpu-micro", "--run-dir", run_dir, "--from", "samples")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "samples: removed" in r.stderr and "samples: complete" not in r.stderr
+    assert "pretrain: complete; skipping" in r.stderr
+    assert (run_dir / "base" / "model.safetensors").stat().st_mtime_ns == base
+    assert (run_dir / "samples" / "base.json").read_text(encoding="utf-8") == samples  # same seed, same text
+    after = json.loads((run_dir / "stages.json").read_text())
+    assert after["data"] == record["data"] and after["pretrain"] == record["pretrain"]
+    assert after["samples"]["finished"] >= record["samples"]["finished"]
+    # a stage whose output was deleted by hand is not complete: the next run redoes it
+    shutil.rmtree(run_dir / "samples")
+    r = cli("speedrun", "--preset", "cpu-micro", "--run-dir", run_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "samples: complete" not in r.stderr and "pretrain: complete; skipping" in r.stderr
+    assert (run_dir / "samples" / "base.json").read_text(encoding="utf-8") == samples
+
+
+@pytest.mark.slow
+def test_until_stops_after_the_named_stage(tmp_path):
+    run_dir = tmp_path / "r"
+    r = cli("speedrun", "--preset", "cpu-micro", "--run-dir", run_dir, "--until", "data")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run_dir / "tokenizer" / "tokenizer.json").is_file() and (run_dir / "data" / "stats.json").is_file()
+    assert not (run_dir / "base").exists() and not (run_dir / "samples").exists()
+    assert list(json.loads((run_dir / "stages.json").read_text())) == ["data"]
+    report = (run_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Data" in report and "## Pretraining" not in report
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("e2e")
 def test_run_dir_refuses_a_different_config(micro_run):
     run_dir, _ = micro_run
     r = cli("pretrain", "--preset", "cpu-micro", "--run-dir", run_dir, "model.hidden_size=32")

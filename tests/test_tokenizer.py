@@ -208,7 +208,9 @@ def test_chat_template_matches_transformers(tok, hf):
         ours = tok.apply_chat_template(messages, add_generation_prompt=gen)
         theirs = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=gen)
         assert ours == theirs
-    assert ours.startswith("<|system|>\nYou are helpful.<|end|>\n<|user|>\n") and ours.endswith("<|assistant|>\n")
+    assert ours.startswith("<|bos|><|system|>\nYou are helpful.<|end|>\n<|user|>\n") and ours.endswith(
+        "<|assistant|>\n"
+    )
     ids = tok.encode(ours)
     assert tok.token_to_id("<|user|>") in ids and tok.token_to_id("<|end|>") in ids
 

@@ -214,6 +214,7 @@ def load(
     dtype: str | torch.dtype | None = None,
     rope_scaling: dict | None = None,
     inference_only: bool = False,
+    adapter: str | Path | None = None,
 ) -> LoadedModel:
     """Load a checkpoint directory written by llmkit (or a local Llama/Qwen2/Mistral HF checkpoint).
 
@@ -222,7 +223,8 @@ def load(
     (``{"rope_type": "yarn", "factor": 4.0}``; linear, dynamic, yarn, llama3) replaces the
     checkpoint's RoPE scaling, to read past the trained context. ``inference_only`` packs the
     weights for the engine and frees the trainable copies, so they are held once (what the CLI
-    does); such a model can generate and score but not train.
+    does); such a model can generate and score but not train. ``adapter`` applies a LoRA adapter
+    directory (PEFT format) on top of the weights without merging it.
     """
     from llmkit.tokenizer import Tokenizer
 
@@ -233,6 +235,10 @@ def load(
         from llmkit.model.rope import set_rope_scaling
 
         set_rope_scaling(model, rope_scaling)
+    if adapter is not None:
+        from llmkit.model.lora import load_adapter
+
+        load_adapter(model, Path(adapter))
     if inference_only:
         from llmkit.model.inference import prepare_for_inference
 

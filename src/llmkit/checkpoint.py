@@ -18,7 +18,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -27,29 +26,15 @@ from safetensors.torch import load_file, save_file
 from llmkit.config import ModelConfig
 from llmkit.errors import CheckpointError
 
+# atomic_write_json is re-exported for code that still imports it from here; it lives in llmkit.files
+from llmkit.files import atomic_write_json as atomic_write_json
+from llmkit.files import atomic_write_text
+
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "model.safetensors")
+SHARD_INDEX = "model.safetensors.index.json"
+"""A sharded checkpoint's map from tensor name to file (transformers' ``save_pretrained`` layout)."""
 TRAINER_STATE = "trainer_state.pt"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def _hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -147,6 +132,8 @@ def check_checkpoint(directory: Path) -> dict:
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: checkpoint directory not found")
     missing = [f for f in REQUIRED_FILES if not (directory / f).is_file()]
+    if missing == ["model.safetensors"] and (directory / SHARD_INDEX).is_file():
+        missing = [name for name in _shard_files(directory) if not (directory / name).is_file()]
     if missing:
         raise CheckpointError(
             f"{directory}: incomplete checkpoint, missing {', '.join(missing)}; "
@@ -165,6 +152,16 @@ def check_checkpoint(directory: Path) -> dict:
     return hf
 
 
+def _shard_files(directory: Path) -> list[str]:
+    """The safetensors files named by a sharded checkpoint's index, in order."""
+    path = directory / SHARD_INDEX
+    try:
+        weight_map = json.loads(path.read_text(encoding="utf-8"))["weight_map"]
+        return sorted(set(weight_map.values()))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise CheckpointError(f"{path}: not a valid shard index (no weight_map); the checkpoint is corrupt") from None
+
+
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file in ordinary memory. Read with pread where safetensors
     can, not memory-mapped: tensors that stayed views of the file would keep all of it mapped
@@ -173,14 +170,27 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path), backend="pread")
     except TypeError:  # safetensors < 0.8: mmap only, so copy out of the mapping
         return {k: v.clone() for k, v in load_file(str(path)).items()}
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{path}: cannot be read ({e}); the checkpoint is corrupt") from None
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a checkpoint: ``model.safetensors``, or the shards its index names."""
+    directory = Path(directory)
+    if (directory / "model.safetensors").is_file() or not (directory / SHARD_INDEX).is_file():
+        return _read_tensors(directory / "model.safetensors")
+    sd: dict[str, torch.Tensor] = {}
+    for name in _shard_files(directory):
+        sd.update(_read_tensors(directory / name))
+    return sd
 
 
 def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, model_class=None):
-    """Load a checkpoint's model (ours or any Llama/Qwen2/Mistral-layout HF checkpoint) in
-    ``dtype`` (default fp32, whatever the file holds). The file's tensors become the parameters
-    (converted one at a time), so loading never holds two copies of the weights. ``model_class``
-    (default :class:`~llmkit.model.transformer.Transformer`) is built from the config, e.g. a
-    :class:`~llmkit.model.heads.RewardModel` for a sequence-classifier checkpoint."""
+    """Load a checkpoint's model (ours, or a Llama/Mistral/Qwen2/Qwen3 checkpoint saved by
+    transformers, sharded or not) in ``dtype`` (default fp32, whatever the file holds). The file's
+    tensors become the parameters (converted one at a time), so loading never holds two copies of
+    the weights. ``model_class`` (default :class:`~llmkit.model.transformer.Transformer`) is built
+    from the config, e.g. a :class:`~llmkit.model.heads.RewardModel` for a sequence classifier."""
     from llmkit.model.transformer import Transformer
 
     directory = Path(directory)
@@ -189,14 +199,11 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
     with torch.device("meta"):
         model = (model_class or Transformer)(config)
     tied = config.tie_word_embeddings and hasattr(model, "lm_head")
-    try:
-        sd = _read_tensors(directory / "model.safetensors")
-    except (SafetensorError, OSError) as e:
-        raise CheckpointError(
-            f"{directory / 'model.safetensors'}: cannot be read ({e}); the checkpoint is corrupt"
-        ) from None
+    sd = read_weights(directory)
     if tied:
         sd.pop("lm_head.weight", None)
+    for name in [k for k in sd if k.endswith("rotary_emb.inv_freq")]:  # older transformers saved it
+        del sd[name]
     target = dtype or torch.get_default_dtype()
     for name, t in sd.items():
         if t.is_floating_point():

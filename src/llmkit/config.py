@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from llmkit.errors import ConfigError
+from llmkit.files import atomic_write_text
 
 PRESET_DIR = Path(__file__).parent / "configs"
 
@@ -88,13 +89,26 @@ class ModelConfig:
     """Share the input embedding matrix with the output head (saves V*C parameters)."""
     attention_bias: bool = False
     """Biases on the q/k/v projections (Qwen2-style); the checkpoint is then saved as Qwen2."""
+    head_dim: int = 0
+    """Width of each attention head; 0 derives ``hidden_size / num_attention_heads`` (Qwen3 sets its own)."""
+    qk_norm: bool = False
+    """RMSNorm over each head's queries and keys before RoPE (Qwen3); the checkpoint is then saved as Qwen3."""
+    sliding_window: int = 0
+    """Attend to at most this many latest tokens in the layers of ``layer_types`` marked
+    ``sliding_attention`` (Mistral, Qwen2/3 options); 0 = full attention everywhere."""
+    layer_types: list[str] | None = None
+    """Per layer ``full_attention`` or ``sliding_attention`` (as transformers writes it); None with a
+    ``sliding_window`` means every layer slides (Mistral)."""
+    model_type: str = "llama"
+    """The Hugging Face architecture written to config.json: ``llama``, ``mistral``, ``qwen2`` or
+    ``qwen3`` (set when importing a checkpoint; ``attention_bias`` implies qwen2, ``qk_norm`` qwen3)."""
     initializer_range: float = 0.02
     """Standard deviation of the normal initialisation."""
-    bos_token_id: int = 1
+    bos_token_id: int | None = 1
+    """Set from the tokenizer (None for checkpoints without one, e.g. Qwen)."""
+    eos_token_id: int | None = 2
     """Set from the tokenizer."""
-    eos_token_id: int = 2
-    """Set from the tokenizer."""
-    pad_token_id: int = 0
+    pad_token_id: int | None = 0
     """Set from the tokenizer."""
 
     def __post_init__(self):
@@ -102,11 +116,26 @@ class ModelConfig:
             self.intermediate_size = 64 * -(-int(8 * self.hidden_size / 3) // 64)
         if self.num_key_value_heads <= 0:
             self.num_key_value_heads = self.num_attention_heads
+        if self.head_dim <= 0 and self.num_attention_heads > 0:
+            if self.hidden_size % self.num_attention_heads:
+                raise ConfigError(
+                    f"model.hidden_size={self.hidden_size} is not divisible by "
+                    f"model.num_attention_heads={self.num_attention_heads}; pick heads that divide the width"
+                )
+            self.head_dim = self.hidden_size // self.num_attention_heads
+        if self.model_type == "llama" and self.qk_norm:
+            self.model_type = "qwen3"
+        elif self.model_type == "llama" and self.attention_bias:
+            self.model_type = "qwen2"  # Llama's attention_bias would also bias o_proj
         self.validate()
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
+    def window(self, layer_idx: int) -> int:
+        """The sliding window of layer ``layer_idx`` in tokens, 0 for full attention."""
+        if not self.sliding_window:
+            return 0
+        if self.layer_types is None:
+            return self.sliding_window
+        return self.sliding_window if self.layer_types[layer_idx] == "sliding_attention" else 0
 
     def validate(self) -> None:
         """Reject impossible shapes with a message that names the field."""
@@ -119,13 +148,18 @@ class ModelConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(
-                f"model.hidden_size={self.hidden_size} is not divisible by "
-                f"model.num_attention_heads={self.num_attention_heads}; pick heads that divide the width"
-            )
         if self.head_dim % 2:
-            raise ConfigError(f"model head_dim={self.head_dim} (hidden_size/num_attention_heads) must be even for RoPE")
+            raise ConfigError(f"model.head_dim={self.head_dim} must be even for RoPE")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"model.model_type={self.model_type!r}: use one of {', '.join(MODEL_TYPES)}")
+        if self.layer_types is not None and (
+            len(self.layer_types) != self.num_hidden_layers
+            or any(t not in ("full_attention", "sliding_attention") for t in self.layer_types)
+        ):
+            raise ConfigError(
+                f"model.layer_types must list full_attention or sliding_attention for each of the "
+                f"{self.num_hidden_layers} layers"
+            )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"model.num_attention_heads={self.num_attention_heads} is not divisible by "
@@ -135,52 +169,83 @@ class ModelConfig:
     def num_params(self, include_embeddings: bool = True) -> int:
         """Parameter count computed from the shape (no model needed)."""
         h, i, L, v = self.hidden_size, self.intermediate_size, self.num_hidden_layers, self.vocab_size
-        kv = self.num_key_value_heads * self.head_dim
-        per_layer = h * h * 2 + h * kv * 2 + 3 * h * i + 2 * h
+        q, kv = self.num_attention_heads * self.head_dim, self.num_key_value_heads * self.head_dim
+        per_layer = h * q * 2 + h * kv * 2 + 3 * h * i + 2 * h
         if self.attention_bias:
-            per_layer += h + 2 * kv
+            per_layer += q + 2 * kv
+        if self.qk_norm:
+            per_layer += 2 * self.head_dim
         n = L * per_layer + h
         if include_embeddings:
             n += v * h * (1 if self.tie_word_embeddings else 2)
         return n
 
     def to_hf_dict(self) -> dict[str, Any]:
-        """The ``config.json`` of a Hugging Face ``LlamaForCausalLM`` with this shape."""
+        """The ``config.json`` of the Hugging Face ``<model_type>ForCausalLM`` with this shape."""
         d = dataclasses.asdict(self)
-        qwen2 = self.attention_bias  # Llama's attention_bias also biases o_proj; Qwen2's is q/k/v only
+        kind = self.model_type
         d.update(
-            architectures=["Qwen2ForCausalLM" if qwen2 else "LlamaForCausalLM"],
-            model_type="qwen2" if qwen2 else "llama",
-            head_dim=self.head_dim,
+            architectures=[ARCHITECTURES[kind]],
             hidden_act="silu",
             attention_dropout=0.0,
-            mlp_bias=False,
-            pretraining_tp=1,
             torch_dtype="float32",
             use_cache=True,
         )
+        for k in ("qk_norm", "layer_types", "sliding_window"):
+            d.pop(k)
         if d["rope_scaling"] is None:
             d.pop("rope_scaling")
-        if qwen2:
-            d.update(use_sliding_window=False, sliding_window=None, max_window_layers=self.num_hidden_layers)
+        if kind == "llama":
+            d.update(mlp_bias=False, pretraining_tp=1)
+        if kind == "qwen2":
+            d.pop("attention_bias")  # q/k/v biases are part of Qwen2 itself
+        if kind in ("qwen2", "qwen3"):
+            d.update(
+                use_sliding_window=bool(self.sliding_window),
+                sliding_window=self.sliding_window or None,
+                max_window_layers=self.num_hidden_layers,
+                layer_types=[
+                    "sliding_attention" if self.window(i) else "full_attention" for i in range(self.num_hidden_layers)
+                ],
+            )
+        if kind == "mistral":
+            d.update(sliding_window=self.sliding_window or None)
         return d
 
     @classmethod
     def from_hf_dict(cls, d: dict[str, Any], source: str = "config.json") -> ModelConfig:
-        """Read a Llama/Qwen2/Mistral-style ``config.json``; unknown keys are ignored."""
-        if d.get("model_type") not in (None, "llama", "qwen2", "mistral"):
+        """Read a Llama/Mistral/Qwen2/Qwen3 ``config.json``; unknown keys are ignored, missing ones
+        take that family's transformers default (not ours: e.g. untied embeddings, eps 1e-6)."""
+        kind = d.get("model_type") or "llama"
+        if kind not in MODEL_TYPES:
             raise ConfigError(
-                f"{source}: model_type {d.get('model_type')!r} is not supported "
-                "(llmkit reads llama, qwen2 and mistral checkpoints)"
+                f"{source}: architecture {d.get('architectures', [kind])[0]!r} (model_type {kind!r}) is not "
+                f"supported; llmkit reads {', '.join(ARCHITECTURES.values())} checkpoints"
             )
-        names = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in names}
-        if d.get("model_type") == "qwen2":
-            kwargs["attention_bias"] = True
-        elif d.get("attention_bias"):
-            raise ConfigError(f"{source}: Llama attention_bias (biases on every projection) is not supported")
+        if d.get("hidden_act", "silu") != "silu":
+            raise ConfigError(
+                f"{source}: hidden_act {d['hidden_act']!r} is not supported (llmkit's MLP is SwiGLU/silu)"
+            )
         if d.get("mlp_bias"):
             raise ConfigError(f"{source}: mlp_bias is not supported")
+        if d.get("attention_bias") and kind != "qwen2":
+            raise ConfigError(f"{source}: {kind} attention_bias (a bias on o_proj too) is not supported")
+        names = {f.name for f in fields(cls)} - {"qk_norm", "layer_types", "sliding_window", "head_dim"}
+        kwargs = {**_HF_DEFAULTS, **{k: v for k, v in d.items() if k in names}, "model_type": kind}
+        if "llmkit_format_version" in d:  # our own checkpoint: every field was written
+            kwargs = {k: v for k, v in d.items() if k in names}
+        kwargs["head_dim"] = d.get("head_dim") or 0
+        kwargs["attention_bias"] = kind == "qwen2"
+        kwargs["qk_norm"] = kind == "qwen3"
+        if kind == "mistral":
+            kwargs["sliding_window"] = d.get("sliding_window", 4096) or 0
+        elif kind in ("qwen2", "qwen3") and d.get("use_sliding_window") and d.get("sliding_window"):
+            kwargs["sliding_window"] = d["sliding_window"]
+            first = d.get("max_window_layers", 28)
+            n = d.get("num_hidden_layers", 0)
+            kwargs["layer_types"] = d.get("layer_types") or [
+                "sliding_attention" if i >= first else "full_attention" for i in range(n)
+            ]
         missing = [
             k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads") if k not in kwargs
         ]
@@ -190,14 +255,21 @@ class ModelConfig:
         if isinstance(rs, dict):
             if "rope_theta" in rs and "rope_theta" not in d:
                 kwargs["rope_theta"] = rs["rope_theta"]
-            kind = rs.get("rope_type", rs.get("type", "default"))
-            kwargs["rope_scaling"] = None if kind == "default" else dict(rs)
+            rope_type = rs.get("rope_type", rs.get("type", "default"))
+            kwargs["rope_scaling"] = None if rope_type == "default" else dict(rs)
         for k in ("bos_token_id", "eos_token_id", "pad_token_id"):
             if isinstance(kwargs.get(k), list):
                 kwargs[k] = kwargs[k][0]
-            if kwargs.get(k) is None:
-                kwargs.pop(k, None)
         return cls(**kwargs)
+
+
+MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
+ARCHITECTURES = {t: f"{t.capitalize()}ForCausalLM" for t in MODEL_TYPES}
+"""The Hugging Face architectures llmkit reads and writes (one decoder with options: q/k/v biases,
+q/k norms, sliding windows)."""
+
+_HF_DEFAULTS = {"tie_word_embeddings": False, "rms_norm_eps": 1e-6, "rope_theta": 10000.0}
+"""transformers' defaults, common to the four families, for keys an imported config.json omits."""
 
 
 @dataclass
@@ -464,10 +536,102 @@ class DistillConfig:
 
 
 @dataclass
+class SFTConfig:
+    """Supervised fine-tuning (``llmkit sft`` and the speedrun's ``sft`` stage)."""
+
+    data: list[str] = field(default_factory=list)
+    """Chat datasets ``PATH[@WEIGHT]`` (JSONL/JSON/Parquet, saved datasets, hf:NAME) mixed by weight."""
+    tasks: list[str] = field(
+        default_factory=lambda: ["add2", "sub2", "compare2", "copy", "reverse", "upper_case", "word_problems"]
+    )
+    """Task-suite tasks whose training split joins the mix (``llmkit tasks list``)."""
+    corpus_tasks: list[str] = field(
+        default_factory=lambda: ["shakespeare_speaker", "poem_author", "next_line_poem", "next_line_play"]
+    )
+    """Tasks made from the pretraining corpora (only those whose corpus the run pretrained on)."""
+    task_examples: int = 2000
+    """Training examples made per task."""
+    task_weight: float = 1.0
+    """Weight of the task-suite mix against each ``sft.data`` dataset (whose weight is in its spec)."""
+    eval_examples: int = 50
+    """Held-out examples per task evaluated during and after training (and for the base model)."""
+    few_shot: int = 3
+    """Examples shown to the base model before each held-out question."""
+    max_steps: int = 300
+    """Optimizer steps (ignored when ``epochs`` > 0)."""
+    epochs: float = 0.0
+    """Passes over the mix; > 0 sets the number of steps."""
+    batch_size: int = 16
+    """Packed rows per micro-batch."""
+    seq_len: int = 0
+    """Tokens per row; 0 = the base model's context."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 20
+    """Linear warmup steps."""
+    min_lr_ratio: float = 0.1
+    """The cosine schedule decays to lr * min_lr_ratio."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay on matrices."""
+    eval_every: int = 0
+    """Held-out task accuracy every N steps (0 = only at the end)."""
+    ckpt_every: int = 100
+    """Resumable checkpoint every N steps (and at the end)."""
+    log_every: int = 10
+    """Metrics row every N steps."""
+    packing: bool = True
+    """Pack several conversations per row (attention kept inside each); False pads one per row."""
+    overlong: str = "truncate"
+    """A conversation longer than a row: ``truncate`` it or ``drop`` it (either is counted)."""
+    lora_rank: int = 0
+    """LoRA rank; 0 trains every weight (full fine-tuning)."""
+    lora_alpha: float = 16.0
+    """LoRA scale numerator: the update is (alpha / rank) * B @ A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA path's input."""
+    lora_targets: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    """Module names (last part) that get LoRA adapters."""
+
+    def validate(self) -> None:
+        for name in ("task_examples", "eval_examples", "batch_size", "max_steps", "ckpt_every", "log_every"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"sft.{name} must be positive, got {getattr(self, name)}")
+        if self.overlong not in ("truncate", "drop"):
+            raise ConfigError(f"sft.overlong={self.overlong!r}: use 'truncate' or 'drop'")
+        if self.task_weight <= 0:
+            raise ConfigError(f"sft.task_weight must be positive, got {self.task_weight}")
+        if self.lora_rank < 0 or self.lr <= 0:
+            raise ConfigError("sft.lora_rank must be >= 0 and sft.lr positive")
+
+    def train_config(self, base: TrainConfig, seq_len: int) -> TrainConfig:
+        """The loop's settings for SFT: this section's schedule on top of the run's device, dtype,
+        seed and clipping."""
+        return dataclasses.replace(
+            base,
+            max_steps=self.max_steps,
+            batch_size=self.batch_size,
+            grad_accum=1,
+            seq_len=seq_len,
+            optimizer="adamw",
+            lr=self.lr,
+            warmup_steps=min(self.warmup_steps, max(self.max_steps - 1, 0)),
+            schedule="cosine",
+            min_lr_ratio=self.min_lr_ratio,
+            weight_decay=self.weight_decay,
+            eval_every=self.eval_every,
+            ckpt_every=self.ckpt_every,
+            log_every=self.log_every,
+            time_budget_s=0.0,
+        )
+
+
+@dataclass
 class PipelineConfig:
     """Which stages a run has, in order (see ``llmkit/stages/``)."""
 
-    stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples"])
+    stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples", "sft"])
     """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
 
 
@@ -480,6 +644,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
@@ -492,8 +657,6 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        from llmkit.checkpoint import atomic_write_text
-
         atomic_write_text(Path(path), yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True))
 
 
@@ -610,6 +773,7 @@ def resolve(
     data.setdefault("preset", preset)
     cfg = _build(RunConfig, data, "")
     cfg.train.validate()
+    cfg.sft.validate()
     if cfg.model.vocab_size != cfg.tokenizer.vocab_size:
         cfg.model.vocab_size = cfg.tokenizer.vocab_size
     return cfg

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import yaml
 
-from llmkit.checkpoint import atomic_write_json
 from llmkit.config import RunConfig
 from llmkit.console import say
 from llmkit.errors import ConfigError
+from llmkit.files import atomic_write_json
 from llmkit.stages import Stage, StageContext, get_stages
 from llmkit.train import distributed
 

@@ -65,7 +65,7 @@ def write_report(run_dir: Path, sections: dict[str, Any]) -> Path:
 
     ``sections`` maps a heading to a dict (rendered as a table), a list of samples or a string.
     """
-    from llmkit.checkpoint import atomic_write_text
+    from llmkit.files import atomic_write_text
 
     run_dir = Path(run_dir)
     parts = [f"# Run report: `{run_dir.name}`", ""]

@@ -55,13 +55,20 @@ longer runs add little compression and cost training time."""
 _CJK = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}"
 
 # One line, no blocks that trim whitespace differently: renders identically under jinja2 and under
-# transformers' own sandboxed environment (trim_blocks/lstrip_blocks).
+# transformers' own sandboxed environment (trim_blocks/lstrip_blocks). BOS is written by the template
+# (so transformers' apply_chat_template(tokenize=True) gives the ids llmkit trains on); the roles are
+# system, user, assistant and tool (tool results), anything else is an error.
 CHAT_TEMPLATE = (
+    "{{ bos_token }}"
     "{% for message in messages %}"
+    "{% if message['role'] not in ['system', 'user', 'assistant', 'tool'] %}"
+    "{{ raise_exception('unknown role ' + message['role'] + ': use system, user, assistant or tool') }}"
+    "{% endif %}"
     "{{ '<|' + message['role'] + '|>\n' + message['content'] + '<|end|>\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
 def split_pattern(cjk_run: int = CJK_RUN) -> str:
@@ -233,7 +240,7 @@ class Tokenizer:
     def save(self, directory) -> None:
         """Write tokenizer.json and tokenizer_config.json (atomically) so that
         ``transformers.AutoTokenizer.from_pretrained(directory)`` behaves exactly like this object."""
-        from llmkit.checkpoint import atomic_write_json, atomic_write_text
+        from llmkit.files import atomic_write_json, atomic_write_text
 
         directory = Path(directory)
         atomic_write_text(directory / "tokenizer.json", self._json)

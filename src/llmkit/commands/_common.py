@@ -47,6 +47,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "(CPUs with AVX512-BF16 or AMX, recent GPUs), else float32 (default: auto)",
     )
     p.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a LoRA adapter directory (PEFT format) to run on top of the checkpoint, unmerged",
+    )
+    p.add_argument(
         "--rope-scaling",
         default=None,
         metavar="TYPE:FACTOR",
@@ -58,7 +64,13 @@ def load_for_inference(args):
     """The checkpoint of ``args`` loaded for generation only (weights held once, packed)."""
     import llmkit
 
-    lm = llmkit.load(args.checkpoint, device=args.device, dtype=args.dtype, inference_only=True)
+    lm = llmkit.load(
+        args.checkpoint,
+        device=args.device,
+        dtype=args.dtype,
+        inference_only=True,
+        adapter=getattr(args, "adapter", None),
+    )
     if args.rope_scaling:
         from llmkit.model.rope import parse_rope_scaling
 

@@ -159,7 +159,7 @@ class ChatSession:
         )
 
     def save(self, path: Path) -> None:
-        from llmkit.checkpoint import atomic_write_json
+        from llmkit.files import atomic_write_json
 
         atomic_write_json(
             Path(path),

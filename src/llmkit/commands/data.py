@@ -120,9 +120,9 @@ def run_stats(args) -> int:
 
 
 def run_shard(args) -> int:
-    from llmkit.checkpoint import atomic_write_json
     from llmkit.data.shards import write_shards
     from llmkit.data.sources import SourceStats, iter_documents, split_documents
+    from llmkit.files import atomic_write_json
     from llmkit.tokenizer import Tokenizer
 
     cfg = _cfg(args)

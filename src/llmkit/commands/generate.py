@@ -191,7 +191,7 @@ def run(args) -> int:
     if args.output is None:
         sys.stdout.write("\n".join(lines) + "\n")
     else:
-        from llmkit.checkpoint import atomic_write_text
+        from llmkit.files import atomic_write_text
 
         atomic_write_text(args.output, "\n".join(lines) + "\n")
         print(f"wrote {len(lines)} results to {args.output}", file=sys.stderr)

@@ -478,7 +478,7 @@ class Engine:
         r0, m = len(self._rows), len(chunk)
         lens = [len(s.prompt) for s in chunk]
         T = max(lens)
-        ids = torch.full((m, T), self.config.pad_token_id, dtype=torch.long)
+        ids = torch.full((m, T), self.config.pad_token_id or 0, dtype=torch.long)  # any id: padding is masked
         for i, s in enumerate(chunk):
             ids[i, : lens[i]] = torch.tensor(s.prompt)
         ids = ids.to(self.device)  # (m, T) right-padded

@@ -2,7 +2,8 @@
 
 A decode step multiplies a few rows by every weight matrix, so its speed is how fast the weights
 stream through the best matmul kernel the backend has. :func:`prepare_for_inference` (the engine
-calls it) gives each attention block, MLP and the LM head a :class:`FastLinear` per projection:
+calls it) gives each attention block, MLP and the LM head a :class:`FastLinear` per projection
+(the model's classes name them in ``FUSED``):
 
 * projections that read the same input are **fused** into one matrix (q/k/v, gate/up), and the
   original parameters become row views of it: same values, no extra memory, and training still
@@ -166,40 +167,35 @@ class InferenceOnlyError(LLMKitError):
 
 
 def prepare_for_inference(model: nn.Module, pack: bool | None = None, release_dense: bool = False) -> None:
-    """Give every attention block, MLP and the LM head of ``model`` its fast projections.
+    """Give every module of ``model`` that declares ``FUSED`` projections its fast projections.
 
-    ``pack`` (default: on, on CPU) keeps a oneDNN-blocked copy of each matrix (faster matmuls, see
-    the module docstring) at the cost of a second copy of the weights, unless ``release_dense``
-    frees the first (then the model can only run inference). Idempotent: modules already prepared, whose
-    weights have not moved, are left alone.
+    A module class names the linears that read the same input, in output order (the attention
+    block: ``{"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",)}``); each group becomes one
+    :class:`FastLinear` in the module's ``fast`` dict. ``pack`` (default: on, on CPU) keeps a
+    oneDNN-blocked copy of each matrix (faster matmuls, see the module docstring) at the cost of a
+    second copy of the weights, unless ``release_dense`` frees the first (then the model can only
+    run inference). Idempotent: modules already prepared, whose weights have not moved, are left alone.
     """
-    from llmkit.model.transformer import MLP, Attention, Transformer
-
     if pack is None:
         pack = next(model.parameters()).device.type == "cpu"
+    # a head tied to the input embedding keeps its dense weight: the embedding lookup reads it
+    embedded = {m.weight.data_ptr() for m in model.modules() if isinstance(m, nn.Embedding)}
     for mod in model.modules():
+        groups = getattr(type(mod), "FUSED", None)
+        if not groups:
+            continue
         fast = getattr(mod, "fast", None)
         if fast is not None and all(f.ready() for f in fast.values()):
             continue
-        if isinstance(mod, Attention):
-            mod.fast = {
-                "qkv": fuse_linears([mod.q_proj, mod.k_proj, mod.v_proj], pack),
-                "o": fuse_linears([mod.o_proj], pack),
-            }
-        elif isinstance(mod, MLP):
-            mod.fast = {
-                "gate_up": fuse_linears([mod.gate_proj, mod.up_proj], pack),
-                "down": fuse_linears([mod.down_proj], pack),
-            }
-        elif isinstance(mod, Transformer):
-            mod.fast = {"head": fuse_linears([mod.lm_head], pack)}
-        else:
+        linears = {key: [getattr(mod, name) for name in names] for key, names in groups.items()}
+        if not all(type(lin) is nn.Linear for group in linears.values() for lin in group):
+            mod.fast = None  # a wrapped projection (a LoRA adapter) runs through its own forward
             continue
-        if release_dense:
-            tied = isinstance(mod, Transformer) and mod.lm_head.weight is mod.model.embed_tokens.weight
+        tied = any(lin.weight.data_ptr() in embedded for group in linears.values() for lin in group)
+        mod.fast = {key: fuse_linears(group, pack) for key, group in linears.items()}
+        if release_dense and not tied:
             for f in mod.fast.values():
-                if not tied:  # the embedding lookup still needs a tied head's dense weight
-                    f.release_dense()
+                f.release_dense()
     if release_dense:
         _return_freed_memory()
 

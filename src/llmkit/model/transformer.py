@@ -3,7 +3,9 @@
 RMSNorm -> grouped-query attention with RoPE -> RMSNorm -> SwiGLU MLP, pre-norm residual blocks,
 optional tied input/output embeddings. Module and parameter names mirror Hugging Face's
 ``LlamaForCausalLM`` (``model.layers.0.self_attn.q_proj.weight`` ...), so ``state_dict()`` saved to
-safetensors next to ``ModelConfig.to_hf_dict()`` *is* a Hugging Face checkpoint.
+safetensors next to ``ModelConfig.to_hf_dict()`` *is* a Hugging Face checkpoint. The options of the
+other families it reads are config fields: q/k/v biases (Qwen2), RMSNorm on each head's queries and
+keys (Qwen3), sliding-window attention (Mistral, Qwen2/3), a head width of its own (Qwen3).
 
 Shapes: B batch, T new tokens, S attended tokens (cache + new), H query heads, K key/value heads,
 D head_dim, C hidden size, V vocabulary.
@@ -12,7 +14,7 @@ D head_dim, C hidden size, V vocabulary.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -50,37 +52,53 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    FUSED: ClassVar[dict[str, tuple[str, ...]]] = {"qkv": ("q_proj", "k_proj", "v_proj"), "o": ("o_proj",)}
+    """Projections that read the same input: one matmul each at inference (model/inference.py)."""
+
     def __init__(self, config: ModelConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.n_head = config.num_attention_heads
         self.n_kv_head = config.num_key_value_heads
         self.head_dim = config.head_dim
+        self.window = config.window(layer_idx)  # attend to the last `window` tokens only (0: all)
         C = config.hidden_size
         bias = config.attention_bias
         self.q_proj = nn.Linear(C, self.n_head * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(C, self.n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(self.n_head * self.head_dim, C, bias=False)
+        if config.qk_norm:  # Qwen3: one RMSNorm gain per head_dim, shared by all heads
+            self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
+            self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps)
         self.fast = None  # {"qkv", "o"}: FastLinears set by model.inference.prepare_for_inference
 
-    def forward(self, x, cos, sin, attn_mask=None, kv_cache: KVCacheLike | None = None):
+    def forward(self, x, cos, sin, attn_mask=None, kv_cache: KVCacheLike | None = None, position_ids=None):
         B, T, _ = x.shape
         H, K, D = self.n_head, self.n_kv_head, self.head_dim
         fast = current(self.fast)
-        if fast:  # inference: one matmul for q, k, v; RoPE applied to q and k together
+        if fast:  # inference: one matmul for q, k, v
             qkv = fast["qkv"](x)  # (B, T, (H + 2K) * D)
-            qk = apply_rope(qkv[..., : (H + K) * D].view(B, T, H + K, D), cos, sin)  # (B, T, H + K, D)
-            q, k = qk[:, :, :H], qk[:, :, H:]
+            q = qkv[..., : H * D].view(B, T, H, D)
+            k = qkv[..., H * D : (H + K) * D].view(B, T, K, D)
             v = qkv[..., (H + K) * D :].view(B, T, K, D)
         else:
-            q = apply_rope(self.q_proj(x).view(B, T, H, D), cos, sin)  # (B, T, H, D)
-            k = apply_rope(self.k_proj(x).view(B, T, K, D), cos, sin)  # (B, T, K, D)
+            q = self.q_proj(x).view(B, T, H, D)  # (B, T, H, D)
+            k = self.k_proj(x).view(B, T, K, D)  # (B, T, K, D)
             v = self.v_proj(x).view(B, T, K, D)
+        if hasattr(self, "q_norm"):
+            q, k = self.q_norm(q), self.k_norm(k)
+        if fast and not hasattr(self, "q_norm"):  # RoPE on q and k together: one call on adjacent views
+            qk = apply_rope(qkv[..., : (H + K) * D].view(B, T, H + K, D), cos, sin)  # (B, T, H + K, D)
+            q, k = qk[:, :, :H], qk[:, :, H:]
+        else:
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|K, T, D)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, K, S, D) in the cache's dtype
             q = q.to(k.dtype)  # the engine keeps an fp32 cache for bf16 weights on CPU (faster attention)
+        if self.window and k.size(2) > self.window:
+            attn_mask = sliding_window_mask(attn_mask, position_ids, T, k.size(2), self.window)
         gqa = K != H  # SDPA shares each K/V head across H/K query heads
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1, enable_gqa=gqa)  # (B, H, T, D)
@@ -90,8 +108,21 @@ class Attention(nn.Module):
         return fast["o"](y) if fast else self.o_proj(y)
 
 
+def sliding_window_mask(attn_mask, position_ids, T: int, S: int, window: int) -> torch.Tensor:
+    """``attn_mask`` (B, 1, T, S) or None (causal), narrowed to the latest ``window`` keys of each
+    query: key slot s is position s (the KV cache's layout); queries are at ``position_ids`` (B, T),
+    else the last T of the S positions. (B or 1, 1, T, S) bool, True where attention is allowed."""
+    keys = torch.arange(S, device=position_ids.device if position_ids is not None else None)  # (S,)
+    queries = position_ids if position_ids is not None else torch.arange(S - T, S, device=keys.device)[None]
+    distance = queries[:, None, :, None] - keys  # (B, 1, T, S)
+    allowed = (distance >= 0) & (distance < window)
+    return allowed if attn_mask is None else allowed & attn_mask
+
+
 class MLP(nn.Module):
     """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+    FUSED: ClassVar[dict[str, tuple[str, ...]]] = {"gate_up": ("gate_proj", "up_proj"), "down": ("down_proj",)}
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -117,8 +148,8 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, cos, sin, attn_mask=None, kv_cache=None):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, kv_cache)
+    def forward(self, x, cos, sin, attn_mask=None, kv_cache=None, position_ids=None):
+        x = x + self.self_attn(self.input_layernorm(x), cos, sin, attn_mask, kv_cache, position_ids)
         return x + self.mlp(self.post_attention_layernorm(x))
 
 
@@ -144,12 +175,14 @@ class LlamaBody(nn.Module):
         x = self.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = self.rotary_emb(x, position_ids)  # (B or 1, T, 1, D) each; positions 0.. if None
         for layer in self.layers:
-            x = layer(x, cos, sin, attn_mask, kv_cache)
+            x = layer(x, cos, sin, attn_mask, kv_cache, position_ids)
         return self.norm(x)
 
 
 class Transformer(nn.Module):
     """Decoder-only LM: ``model(input_ids) -> logits (B, T, V)``."""
+
+    FUSED: ClassVar[dict[str, tuple[str, ...]]] = {"head": ("lm_head",)}
 
     def __init__(self, config: ModelConfig):
         super().__init__()

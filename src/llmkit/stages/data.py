@@ -13,10 +13,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmkit.checkpoint import atomic_write_json
 from llmkit.config import RunConfig
 from llmkit.console import say
 from llmkit.errors import DataError
+from llmkit.files import atomic_write_json
 from llmkit.stages import ReportSections, Stage, StageContext
 
 

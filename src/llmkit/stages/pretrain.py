@@ -10,9 +10,9 @@ import json
 
 import torch
 
-from llmkit.checkpoint import atomic_write_json
 from llmkit.console import say
 from llmkit.errors import ConfigError
+from llmkit.files import atomic_write_json
 from llmkit.stages import ReportSections, Stage, StageContext
 from llmkit.stages.data import load_prepared
 from llmkit.train import distributed

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from llmkit.checkpoint import atomic_write_json
 from llmkit.console import say
+from llmkit.files import atomic_write_json
 from llmkit.stages import ReportSections, Stage, StageContext
 
 

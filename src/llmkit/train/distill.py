@@ -24,8 +24,8 @@ from llmkit.console import say
 from llmkit.errors import ConfigError
 from llmkit.tokenizer import Tokenizer
 from llmkit.train import distributed
-from llmkit.train.finetune import check_choice, fit_stage, load_frozen, load_trainable
 from llmkit.train.objectives import DIVERGENCES, distill_divergence
+from llmkit.train.posttrain import check_choice, fit_stage, load_frozen, load_trainable
 
 IGNORE = -100
 

@@ -24,8 +24,8 @@ from llmkit.console import say
 from llmkit.errors import ConfigError
 from llmkit.infer.scoring import score
 from llmkit.train import distributed
-from llmkit.train.finetune import check_choice, check_same_vocabulary, fit_stage, load_frozen, load_trainable
 from llmkit.train.objectives import DPO_LOSSES, dpo_loss
+from llmkit.train.posttrain import check_choice, check_same_vocabulary, fit_stage, load_frozen, load_trainable
 from llmkit.train.preference import EncodedPair, load_pairs, pair_rows
 from llmkit.train.sequences import batch_items, model_logprobs
 

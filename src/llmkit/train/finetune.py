@@ -1,105 +1,186 @@
-"""What every post-training stage does around its Task: load the starting checkpoint and its
-tokenizer, load frozen companions (a reference, a teacher, a reward model) after checking they
-speak the same vocabulary, hold out part of the data, and write ``train_summary.json``."""
+"""``llmkit sft`` and the speedrun's ``sft`` stage: a base checkpoint + conversations -> a chat model.
+
+:func:`build_mix` turns the task suite's training splits and the user's chat datasets into encoded
+conversations; :func:`finetune` runs :class:`~llmkit.train.sft.SFTTask` in the one loop (full
+weights or LoRA adapters), measuring held-out task accuracy through the inference engine as it
+goes, and writes a Hugging Face checkpoint (``llmkit_stage: sft``) that ``llmkit chat`` talks to.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
-from llmkit.checkpoint import atomic_write_json, check_checkpoint, load_model
+from llmkit.config import SFTConfig, TrainConfig
+from llmkit.console import say
+from llmkit.data.chat import ChatStats, Encoded, encode_conversation, fit_length, parse_source, read_conversations
 from llmkit.errors import ConfigError
-from llmkit.tokenizer import Tokenizer
-
-T = TypeVar("T")
-
-
-def load_trainable(path: Path, device) -> tuple[torch.nn.Module, Tokenizer]:
-    """The checkpoint at ``path`` in fp32 (the loop's master weights) and its tokenizer."""
-    model = load_model(path, device=device)
-    model.train()
-    return model, Tokenizer.load(path)
+from llmkit.tasks import Example, get_task, to_messages
+from llmkit.train import distributed
 
 
-def check_same_vocabulary(tokenizer: Tokenizer, model_config, other: Path, role: str) -> None:
-    """``other`` (a reference, teacher or reward model) must use the same tokenizer: its scores of
-    our token ids would be meaningless otherwise. One-line error naming the checkpoint."""
-    hf = check_checkpoint(other)
-    if hf.get("vocab_size") != model_config.vocab_size:
-        raise ConfigError(
-            f"{other}: the {role}'s vocabulary has {hf.get('vocab_size')} entries but the model's has "
-            f"{model_config.vocab_size}; use a {role} trained with the same tokenizer"
+@dataclass
+class SFTData:
+    """Encoded training conversations per dataset (the task mix first), their weights, what
+    reading them counted, and the held-out examples to evaluate."""
+
+    datasets: list[list[Encoded]]
+    weights: list[float]
+    names: list[str]
+    stats: dict[str, ChatStats]
+    eval_examples: list[Example] = field(default_factory=list)
+    train_examples: list[Example] = field(default_factory=list)
+
+
+def task_examples(names: list[str], split: str, n: int, seed: int, extra_tasks=()) -> list[Example]:
+    """``n`` examples of ``split`` for every named task (plus already-built task objects)."""
+    tasks = [get_task(name) for name in names] + list(extra_tasks)
+    out = []
+    for t in tasks:
+        out += t.make(split, n, seed)
+    return out
+
+
+def build_mix(
+    tokenizer,
+    cfg: SFTConfig,
+    seq_len: int,
+    seed: int,
+    corpus=(),
+    strict: bool = False,
+) -> SFTData:
+    """The training mix: the suite tasks named in ``cfg.tasks`` plus ``corpus`` (corpus tasks
+    already split like pretraining), weighted ``cfg.task_weight``, and every ``cfg.data`` source."""
+    datasets, weights, names, stats = [], [], [], {}
+    train_ex = task_examples(cfg.tasks, "train", cfg.task_examples, seed, corpus)
+    eval_ex = task_examples(cfg.tasks, "test", cfg.eval_examples, seed, corpus)
+    if train_ex:
+        st = ChatStats(read=len(train_ex))
+        encoded = [
+            fit_length(encode_conversation(tokenizer, to_messages(e)), seq_len, cfg.overlong, st) for e in train_ex
+        ]
+        datasets.append([e for e in encoded if e is not None])
+        weights.append(cfg.task_weight)
+        names.append("tasks")
+        stats["tasks"] = st
+    for spec in cfg.data:
+        path, weight = parse_source(spec)
+        st = ChatStats()
+        convs = read_conversations(path, st, strict=strict)
+        encoded = [fit_length(encode_conversation(tokenizer, c), seq_len, cfg.overlong, st) for c in convs]
+        datasets.append([e for e in encoded if e is not None])
+        weights.append(weight)
+        names.append(path)
+        stats[path] = st
+    if not datasets:
+        raise ConfigError("no SFT data: give --data files or task names (sft.tasks / --tasks)")
+    return SFTData(datasets, weights, names, stats, eval_ex, train_ex)
+
+
+def accuracy_metrics(scores) -> dict[str, float]:
+    """Runner scores -> flat metrics (``val_acc/<task>`` and their mean ``val_acc``)."""
+    out = {f"val_acc/{k}": s.accuracy for k, s in scores.items()}
+    if scores:
+        out["val_acc"] = sum(s.accuracy for s in scores.values()) / len(scores)
+    return out
+
+
+def make_evaluator(tokenizer, examples: list[Example], sink: dict | None = None):
+    """``evaluate(model, info)`` for the loop: held-out accuracy by generation (each rank takes
+    every world_size-th example; counts are summed over ranks). The last result is kept in
+    ``sink["eval"]``."""
+    from llmkit.tasks.runner import evaluate_tasks
+    from llmkit.tasks.scoring import TaskScore
+
+    def evaluate(model, info: distributed.DistInfo) -> dict[str, float]:
+        if not examples:
+            return {}
+        mine = examples[info.rank :: info.world_size]
+        result = evaluate_tasks(model, tokenizer, mine, mode="chat")
+        names = list(dict.fromkeys(e.task for e in examples))
+        counts = torch.tensor(
+            [[result.scores[n].correct, result.scores[n].n] if n in result.scores else [0, 0] for n in names],
+            dtype=torch.float64,
         )
-    theirs = Tokenizer.load(other)
-    if theirs.fingerprint() != tokenizer.fingerprint():
-        raise ConfigError(
-            f"{other}: the {role}'s tokenizer differs from the model's (tokenizer.json is not the same); "
-            f"use a {role} trained with the same tokenizer"
-        )
+        counts = distributed.all_reduce_sum(counts, info)
+        scores = {n: TaskScore(n, int(c), int(k)) for n, (c, k) in zip(names, counts.tolist(), strict=True)}
+        if sink is not None:
+            sink["eval"] = {"scores": {k: v.to_dict() for k, v in scores.items()}, "responses": result.responses}
+        return accuracy_metrics(scores)
+
+    return evaluate
 
 
-def load_frozen(path: Path, device, tokenizer: Tokenizer, model_config, role: str) -> torch.nn.Module:
-    """A companion checkpoint for scoring only (eval mode, no gradients), after the vocabulary check."""
-    check_same_vocabulary(tokenizer, model_config, Path(path), role)
-    model = load_model(path, device=device)
-    model.requires_grad_(False)
-    return model.eval()
+def base_accuracy(model, tokenizer, examples: list[Example], shot_pool: list[Example], k: int, seed: int):
+    """The base model's held-out accuracy with ``k`` few-shot examples (what SFT is compared to)."""
+    from llmkit.tasks.runner import evaluate_tasks
+
+    was_training = model.training
+    with torch.no_grad():
+        result = evaluate_tasks(model, tokenizer, examples, mode="few_shot", shot_pool=shot_pool, k=k, seed=seed)
+    model.train(was_training)
+    return result
 
 
-def hold_out(items: Sequence[T], fraction: float, key: Callable[[T], str], seed: int = 0) -> tuple[list[T], list[T]]:
-    """Split by a stable hash of each item's ``key`` (the same item always lands on the same side;
-    duplicates never straddle): ``fraction`` held out, at least one item each side when possible."""
-    from llmkit.data.sources import split_documents
-
-    keys = [key(x) for x in items]
-    _, val_keys = split_documents(keys, fraction, seed)
-    val_set = set(val_keys)
-    train = [x for x, k in zip(items, keys, strict=True) if k not in val_set]
-    val = [x for x, k in zip(items, keys, strict=True) if k in val_set]
-    return train, val
-
-
-def write_summary(out_dir: Path, result, **extra) -> dict:
-    """``train_summary.json``: steps, device, throughput, time and the final evaluation."""
-    summary = {
-        "step": result.step,
-        "device": result.device,
-        "dtype": result.dtype,
-        "tokens_per_s": result.tokens_per_s,
-        "train_seconds": result.elapsed_s,
-        **extra,
-        **result.final_eval,
-    }
-    atomic_write_json(Path(out_dir) / "train_summary.json", summary)
-    return summary
-
-
-def check_choice(value: str, choices: Sequence[str], name: str) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name}={value!r}: use one of {', '.join(choices)}")
-
-
-def fit_stage(model, task, train_cfg, out_dir: Path, tokenizer, stage: str, extra_config: dict | None = None) -> dict:
-    """Run the one loop on ``task`` (resuming from ``out_dir/checkpoints``) and write the summary;
-    returns it (on the main process; ``{}`` elsewhere)."""
-    from llmkit.console import say
+def finetune(
+    base: Path,
+    out: Path,
+    cfg: SFTConfig,
+    train_cfg: TrainConfig,
+    data: SFTData,
+    tokenizer,
+    model=None,
+    info: distributed.DistInfo | None = None,
+    sink: dict | None = None,
+):
+    """Fine-tune ``base`` on ``data`` into ``out`` (resuming from ``out/checkpoints``); returns the
+    loop's TrainResult. With ``cfg.lora_rank`` only LoRA adapters train, and ``out`` holds the
+    adapter (PEFT format) next to the merged model."""
+    from llmkit.checkpoint import load_model
+    from llmkit.train.sft import SFTTask
     from llmkit.train.trainer import Trainer
 
-    trainer = Trainer(
-        model,
-        task,
-        train_cfg,
-        out_dir,
-        tokenizer=tokenizer,
-        extra_config={"llmkit_stage": stage, **(extra_config or {})},
+    info = info or distributed.DistInfo()
+    device = distributed.pick_device(train_cfg.device, info.local_rank)
+    if model is None:
+        model = load_model(base, device="cpu")
+    model.train()
+    lora_cfg = None
+    if cfg.lora_rank:
+        from llmkit.model.lora import LoraConfig, add_lora
+
+        lora_cfg = LoraConfig(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, list(cfg.lora_targets))
+        add_lora(model, lora_cfg)
+    task = SFTTask(
+        data.datasets,
+        data.weights,
+        train_cfg.seq_len,
+        train_cfg.batch_size,
+        tokenizer.pad_id if tokenizer.pad_id is not None else 0,
+        seed=train_cfg.seed,
+        packing=cfg.packing,
+        evaluate_fn=make_evaluator(tokenizer, data.eval_examples, sink),
+        device=device,
     )
+    if cfg.epochs > 0:
+        train_cfg.max_steps = task.steps_for(cfg.epochs, train_cfg.batch_size * info.world_size)
+    extra = {"llmkit_stage": "sft", "llmkit_base": str(base)}
+    trainer = Trainer(model, task, train_cfg, out, tokenizer=tokenizer, extra_config=extra)
+    if info.is_main:
+        rows = task.rows_per_epoch
+        trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        say(
+            f"sft: {sum(len(d) for d in data.datasets)} conversations in {rows} rows of {train_cfg.seq_len} tokens, "
+            f"{train_cfg.max_steps} steps ({train_cfg.max_steps * train_cfg.batch_size / max(rows, 1):.2f} epochs), "
+            f"training {trained / 1e6:.2f}M parameters{f' (LoRA rank {cfg.lora_rank})' if cfg.lora_rank else ''}"
+        )
     result = trainer.fit()
-    if not trainer.info.is_main:
-        return {}
-    summary = write_summary(out_dir, result)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.final_eval.items())
-    say(f"{stage}: {result.step} steps in {result.elapsed_s:.0f}s{', ' + shown if shown else ''} -> {out_dir}")
-    return summary
+    if lora_cfg is not None and info.is_main:
+        from llmkit.checkpoint import publish_model
+        from llmkit.model.lora import merge_lora, save_adapter
+
+        save_adapter(model, lora_cfg, out / "adapter", base_path=base)
+        publish_model(out, merge_lora(model), tokenizer, extra_config=extra)  # the loop published it unmerged
+    return result

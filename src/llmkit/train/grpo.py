@@ -23,8 +23,8 @@ from llmkit.config import RunConfig, stage_train_config
 from llmkit.console import say
 from llmkit.errors import ConfigError
 from llmkit.train import distributed
-from llmkit.train.finetune import check_choice, fit_stage, load_frozen, load_trainable
 from llmkit.train.objectives import LOSS_NORMS, aggregate, group_advantages, kl_penalty, loss_count, ppo_policy_loss
+from llmkit.train.posttrain import check_choice, fit_stage, load_frozen, load_trainable
 from llmkit.train.rewards import load_reward_function
 from llmkit.train.rollout import (
     RLPrompt,

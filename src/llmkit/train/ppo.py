@@ -23,9 +23,9 @@ from llmkit.config import RunConfig, stage_train_config
 from llmkit.console import say
 from llmkit.errors import ConfigError
 from llmkit.train import distributed
-from llmkit.train.finetune import check_same_vocabulary, fit_stage, load_frozen, load_trainable
 from llmkit.train.grpo import _mean_over_ranks
 from llmkit.train.objectives import gae, ppo_policy_loss, ppo_value_loss, whiten
+from llmkit.train.posttrain import check_same_vocabulary, fit_stage, load_frozen, load_trainable
 from llmkit.train.rewards import load_reward_function
 from llmkit.train.rollout import (
     RLPrompt,

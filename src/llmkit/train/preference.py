@@ -1,10 +1,10 @@
 """Preference pairs as token rows for the reward model and DPO.
 
 A pair becomes a prompt's ids and two answers' ids. A conversational prompt is rendered with the
-tokenizer's chat template ready for the assistant's turn, and an answer is the tokens the template
-writes for that reply up to and including its end-of-turn token: exactly what the model produces
-when it answers in ``llmkit chat``, and where generation stops. A plain-text answer continues its
-prompt and ends with EOS.
+tokenizer's chat template ready for the assistant's turn (as ``llmkit chat`` prompts the model),
+and an answer is the tokens SFT trains for that reply: the assistant's tokens through its
+end-of-turn token, where generation stops. A plain-text answer continues its prompt and ends with
+EOS.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from llmkit.data.chat import encode_conversation
 from llmkit.data.preference import PreferencePair
-from llmkit.infer.engine import chat_prompt_ids, chat_stop_ids
+from llmkit.infer.engine import chat_prompt_ids
 from llmkit.train.sequences import pack_completions
 
 
@@ -26,18 +27,16 @@ class EncodedPair:
     rejected: list[int]
 
 
-def reply_ids(tokenizer, messages: list[dict], reply: str) -> list[int]:
-    """The ids the chat template writes for the assistant's ``reply`` after ``messages``, through
-    its end-of-turn token (or EOS)."""
-    head = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": reply}])
-    tail = full[len(head) :] if full.startswith(head) else reply
-    ids = tokenizer.encode(tail)
-    stops = set(chat_stop_ids(tokenizer)) | {tokenizer.eos_id}
-    for i, t in enumerate(ids):
-        if t in stops:
-            return ids[: i + 1]
-    return [*ids, tokenizer.eos_id]
+def _chat_rows(tokenizer, messages: list[dict], reply: str) -> tuple[list[int], list[int]]:
+    """The conversation with ``reply`` as the assistant's last turn, encoded as SFT encodes it
+    (:func:`llmkit.data.chat.encode_conversation`): the ids before the reply, and the reply's ids
+    through its end-of-turn token."""
+    enc = encode_conversation(tokenizer, [*messages, {"role": "assistant", "content": reply}])
+    last = max(i for i, m in enumerate(enc.mask) if m)
+    first = last
+    while first > 0 and enc.mask[first - 1]:
+        first -= 1
+    return enc.ids[:first], enc.ids[first : last + 1]
 
 
 def prompt_ids(tokenizer, pair: PreferencePair) -> list[int]:
@@ -48,7 +47,7 @@ def prompt_ids(tokenizer, pair: PreferencePair) -> list[int]:
 
 def answer_ids(tokenizer, pair: PreferencePair, answer: str) -> list[int]:
     if pair.messages is not None:
-        return reply_ids(tokenizer, pair.messages, answer)
+        return _chat_rows(tokenizer, pair.messages, answer)[1]
     return [*tokenizer.encode(answer), tokenizer.eos_id]
 
 
@@ -83,7 +82,7 @@ def load_pairs(source, tokenizer, max_len: int, val_fraction: float, seed: int =
     list of :class:`PreferencePair`), split by prompt into training and held-out pairs, encoded.
     Returns (train, held-out, stats)."""
     from llmkit.data.preference import PairStats, read_pairs
-    from llmkit.train.finetune import hold_out
+    from llmkit.train.posttrain import hold_out
 
     stats = PairStats()
     if isinstance(source, str):

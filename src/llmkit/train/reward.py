@@ -16,8 +16,8 @@ import torch
 from llmkit.config import RunConfig, stage_train_config
 from llmkit.console import say
 from llmkit.train import distributed
-from llmkit.train.finetune import fit_stage, load_trainable
 from llmkit.train.objectives import bradley_terry_loss
+from llmkit.train.posttrain import fit_stage, load_trainable
 from llmkit.train.preference import EncodedPair, load_pairs, pair_rows
 from llmkit.train.sequences import batch_items
 

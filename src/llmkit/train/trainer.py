@@ -185,7 +185,7 @@ class Trainer:
                 for line in self.metrics_path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= self.step
             ]
-            from llmkit.checkpoint import atomic_write_text
+            from llmkit.files import atomic_write_text
 
             atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
         return True
