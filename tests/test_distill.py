@@ -63,7 +63,7 @@ def test_a_student_learns_more_from_a_4x_teacher_than_from_the_data_alone(tmp_pa
         return PretrainTask(train, val, 48, 8, torch.ones(256, dtype=torch.long), seed=1, eval_batches=4)
 
     teacher = model(64, 4)
-    fit(teacher, data(), tmp_path / "teacher", 150, 3e-3)
+    fit(teacher, data(), tmp_path / "teacher", 200, 3e-3)
     teacher.requires_grad_(False).eval()
     student_params, teacher_params = model(32, 2).num_params(False), teacher.num_params(False)
     assert teacher_params >= 4 * student_params

@@ -47,12 +47,14 @@ def test_cpu_micro_speedrun_end_to_end(micro_run):
         "base/metrics.jsonl",
         "base/loss.png",
         "samples/base.json",
+        "rl/config.json",
+        "rl/eval_rl.json",
         "stages.json",
         "report.md",
     ):
         assert (run_dir / rel).exists(), rel
     report = (run_dir / "report.md").read_text()
-    for needle in ("val_bpb", "tokens/s", "Romeo.", "loss.png"):
+    for needle in ("val_bpb", "tokens/s", "Romeo.", "loss.png", "| SFT | RL |", "RL training (GRPO"):
         assert needle in report
     rows = [json.loads(line) for line in (run_dir / "base" / "metrics.jsonl").read_text().splitlines()]
     losses = [x["loss"] for x in rows if "loss" in x]

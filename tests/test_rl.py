@@ -34,6 +34,10 @@ def flaky(prompt, completion, **fields):
     return "none" if prompt.startswith("z") else 1.0
 
 
+def vowels(prompt, completion, **fields):
+    return sum(c in "aeiou" for c in completion) / max(1, len(completion))
+
+
 def broken(prompt, completion, **fields):
     return {}["missing"]
 '''
@@ -60,7 +64,7 @@ def fx(tmp_path_factory):
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=64,
+        max_position_embeddings=128,
     )
     save_checkpoint(root / "model", Transformer(config), tokenizer=tok)
     (root / "prompts.jsonl").write_text("".join(json.dumps({"prompt": w}) + "\n" for w in WORDS.split()))
@@ -69,8 +73,10 @@ def fx(tmp_path_factory):
 
 
 def cli(fx, verb, out, *extra, reward="digits", popen=False):
-    args = [sys.executable, "-m", "llmkit.cli", verb, "--model", fx / "model", "--out", out]
-    args += ["--prompts", fx / "prompts.jsonl", "--reward", f"{fx / 'rewards.py'}:{reward}", *COMMON, *extra]
+    flags = [x for x in extra if not ("=" in str(x) and "." in str(x).split("=")[0])]
+    settings = [x for x in extra if x not in flags]
+    args = [sys.executable, "-m", "llmkit.cli", verb, "--model", fx / "model", "--out", out, *flags]
+    args += ["--prompts", fx / "prompts.jsonl", "--reward", f"{fx / 'rewards.py'}:{reward}", *COMMON, *settings]
     args = [str(a) for a in args]
     if popen:
         return subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -78,7 +84,7 @@ def cli(fx, verb, out, *extra, reward="digits", popen=False):
 
 
 def rows(out):
-    drop = {"tokens_per_s", "mfu", "elapsed_s"}
+    drop = {"tokens_per_s", "mfu", "elapsed_s", "rollout_tokens_per_s"}
     lines = (Path(out) / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(x).items() if k not in drop} for x in lines]
 
@@ -195,7 +201,7 @@ def test_reward_function_errors_are_one_line(fx, tmp_path):
     args = [sys.executable, "-m", "llmkit.cli", "grpo", "--model", fx / "model", "--out", tmp_path / "b"]
     for reward, needle in (
         (f"{tmp_path}/nowhere.py:f", "nowhere.py does not exist"),
-        (f"{fx / 'rewards.py'}:nothing", "has no function 'nothing'; functions there: digits, flaky, broken"),
+        (f"{fx / 'rewards.py'}:nothing", "has no function 'nothing'; functions there: digits, flaky, vowels, broken"),
         (f"{fx / 'rewards.py'}", "write it as path/to/file.py:function_name"),
     ):
         r = subprocess.run(
@@ -236,3 +242,39 @@ def test_rollouts_repeat_with_the_seed_and_follow_in_place_training(fx):
     fresh.load_state_dict(model.state_dict())
     assert after != before
     assert samples(Engine(fresh, tok), 5) == after
+
+
+def test_task_suite_prompts_with_verifier_rewards(fx, tmp_path):
+    """``tasks:`` prompts: chat prompts of the suite's training split, held-out prompts from its
+    test split, rewards from the verifiers (the default)."""
+    out = tmp_path / "tasks"
+    args = ["grpo", "--model", fx / "model", "--out", out, "--prompts", "tasks:compare2,copy", *COMMON]
+    r = subprocess.run(
+        [sys.executable, "-m", "llmkit.cli", *map(str, args), *GRPO, "grpo.max_steps=1", "grpo.task_examples=8"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "grpo: 16 prompts" in r.stderr
+    (row,) = [x for x in rows(out) if "reward" in x]
+    assert row["reward_failures"] == 0 and 0.0 <= row["reward"] <= 1.0
+    assert "val_reward" in json.loads((out / "train_summary.json").read_text())
+
+
+@pytest.mark.slow
+def test_ppo_with_lora_trains_adapters_and_the_value_head(fx, tmp_path):
+    from llmkit.model.lora import read_adapter_config
+
+    out = tmp_path / "lora"
+    r = cli(fx, "ppo", out, "--lora", "4", *PPO_RUN[:4], "ppo.max_steps=2", "ppo.eval_prompts=2", reward="vowels")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_adapter_config(out / "adapter").r == 4
+    merged = load_file(str(out / "model.safetensors"))
+    assert not any("lora" in k or "value_head" in k or "base_layer" in k for k in merged)
+    start = load_file(str(fx / "model" / "model.safetensors"))
+    assert not torch.equal(
+        merged["model.layers.0.self_attn.q_proj.weight"], start["model.layers.0.self_attn.q_proj.weight"]
+    )
+    assert torch.equal(merged["model.embed_tokens.weight"], start["model.embed_tokens.weight"])  # frozen

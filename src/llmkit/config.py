@@ -360,9 +360,17 @@ class RewardConfig:
     """``llmkit reward``: a reward model (scalar head, Bradley-Terry loss) on preference pairs."""
 
     data: str = ""
-    """Preference pairs: a JSONL file or ``hf:NAME`` dataset of prompt/chosen/rejected (text or messages)."""
+    """Preference pairs: a JSONL file or ``hf:NAME`` dataset of prompt/chosen/rejected (text or
+    messages), or ``tasks:NAME,NAME`` (pairs made from the task suite, see ``pairs``)."""
+    pairs: list[str] = field(default_factory=lambda: ["wrong_answer", "on_policy", "language"])
+    """With ``tasks:`` data, the pairs made from each example: ``wrong_answer``, ``on_policy`` (the
+    model's own wrong samples), ``language`` (answer in the other language)."""
+    task_examples: int = 200
+    """With ``tasks:`` data, training examples per task (held-out pairs come from the test split)."""
+    samples: int = 4
+    """With ``on_policy`` pairs, replies sampled per example to find a wrong one."""
     val_fraction: float = 0.1
-    """Fraction of pairs held out to measure pairwise accuracy."""
+    """Fraction of pairs held out to measure pairwise accuracy (files; ``tasks:`` uses the test split)."""
     max_len: int = 256
     """Tokens per prompt + answer; longer rows keep the answer and cut the prompt on the left."""
     max_steps: int = 200
@@ -377,6 +385,8 @@ class RewardConfig:
     """Held-out accuracy every N steps (0 = only at the end)."""
     ckpt_every: int = 100
     """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
 
 
 @dataclass
@@ -384,7 +394,8 @@ class DPOConfig:
     """``llmkit dpo``: direct preference optimisation against a frozen reference."""
 
     data: str = ""
-    """Preference pairs: a JSONL file or ``hf:NAME`` dataset of prompt/chosen/rejected (text or messages)."""
+    """Preference pairs: a JSONL file or ``hf:NAME`` dataset of prompt/chosen/rejected (text or
+    messages), or ``tasks:NAME,NAME`` (pairs made from the task suite, see ``pairs``)."""
     ref: str = ""
     """Reference checkpoint (default: the model being trained, as it starts)."""
     beta: float = 0.1
@@ -393,8 +404,16 @@ class DPOConfig:
     """``sigmoid`` (DPO), ``ipo`` (IPO, length-normalised) or ``robust`` (rDPO, for noisy labels)."""
     label_smoothing: float = 0.0
     """Probability that a pair's label is wrong: cDPO with ``sigmoid``, rDPO with ``robust``."""
+    pairs: list[str] = field(default_factory=lambda: ["wrong_answer", "on_policy", "language"])
+    """With ``tasks:`` data, the pairs made from each example: ``wrong_answer``, ``on_policy`` (the
+    model's own wrong samples), ``language`` (answer in the other language)."""
+    task_examples: int = 200
+    """With ``tasks:`` data, training examples per task (held-out pairs come from the test split)."""
+    samples: int = 4
+    """With ``on_policy`` pairs, replies sampled per example to find a wrong one."""
     val_fraction: float = 0.1
-    """Fraction of pairs held out to measure margins and preference accuracy."""
+    """Fraction of pairs held out to measure margins and preference accuracy (files; ``tasks:`` uses
+    the test split)."""
     max_len: int = 256
     """Tokens per prompt + answer; longer rows keep the answer and cut the prompt on the left."""
     max_steps: int = 200
@@ -409,6 +428,8 @@ class DPOConfig:
     """Held-out margins every N steps (0 = only at the end)."""
     ckpt_every: int = 100
     """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
 
 
 @dataclass
@@ -445,8 +466,10 @@ class GRPOConfig:
     """``token`` (DAPO), ``sequence`` (GRPO paper) or ``dr_grpo`` (constant normaliser)."""
     scale_advantages: bool = True
     """Divide advantages by the group's standard deviation (Dr. GRPO turns this off)."""
+    task_examples: int = 2000
+    """With ``tasks:`` prompts, training prompts per task."""
     eval_prompts: int = 64
-    """Held-out prompts scored with greedy decoding at each evaluation."""
+    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split)."""
     max_steps: int = 100
     """Optimizer steps (rounds = max_steps / (epochs x minibatches))."""
     lr: float = 1e-5
@@ -457,6 +480,8 @@ class GRPOConfig:
     """Held-out reward every N steps (0 = only at the end)."""
     ckpt_every: int = 25
     """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
 
 
 @dataclass
@@ -493,8 +518,10 @@ class PPOConfig:
     """GAE lambda."""
     kl_coef: float = 0.05
     """Per-token KL penalty to the starting model, subtracted from the reward."""
+    task_examples: int = 2000
+    """With ``tasks:`` prompts, training prompts per task."""
     eval_prompts: int = 64
-    """Held-out prompts scored with greedy decoding at each evaluation."""
+    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split)."""
     max_steps: int = 100
     """Optimizer steps."""
     lr: float = 1e-5
@@ -505,6 +532,8 @@ class PPOConfig:
     """Held-out reward every N steps (0 = only at the end)."""
     ckpt_every: int = 25
     """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
 
 
 @dataclass
@@ -519,9 +548,10 @@ class DistillConfig:
     """``forward`` KL(teacher||student), ``reverse`` KL(student||teacher) or ``mix`` of both."""
     mix: float = 0.5
     """With ``mix``: weight of the reverse KL."""
-    temperature: float = 2.0
-    """Softening of both distributions (the loss is scaled by its square)."""
-    alpha: float = 0.5
+    temperature: float = 1.0
+    """Softening of both distributions (the loss is scaled by its square); 2.0 measured worse than
+    1.0 for language models (docs/alignment.md)."""
+    alpha: float = 0.8
     """Weight of the distillation loss; 1 - alpha goes to the ordinary next-token loss."""
     max_steps: int = 300
     """Optimizer steps."""
@@ -533,6 +563,8 @@ class DistillConfig:
     """Validation every N steps (0 = only at the end)."""
     ckpt_every: int = 100
     """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
 
 
 @dataclass
@@ -631,7 +663,7 @@ class SFTConfig:
 class PipelineConfig:
     """Which stages a run has, in order (see ``llmkit/stages/``)."""
 
-    stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples", "sft"])
+    stages: list[str] = field(default_factory=lambda: ["data", "pretrain", "samples", "sft", "rl"])
     """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
 
 

@@ -21,6 +21,13 @@ def add_finetune_args(p: argparse.ArgumentParser, model: bool = True) -> None:
         help=f"config preset for the train.* settings ({', '.join(list_presets())}) or a YAML file (default: cpu-tiny)",
     )
     p.add_argument(
+        "--lora",
+        type=int,
+        default=None,
+        metavar="RANK",
+        help="train LoRA adapters of this rank instead of every weight",
+    )
+    p.add_argument(
         "overrides",
         nargs="*",
         metavar="section.field=value",
@@ -32,6 +39,8 @@ def resolve_finetune(args, section: str, **flags) -> RunConfig:
     """The preset + overrides, then each flag given on the command line set on ``section``."""
     cfg = resolve(args.preset, args.overrides)
     part = getattr(cfg, section)
+    if args.lora is not None:
+        part.lora_rank = args.lora
     for name, value in flags.items():
         if value is not None:
             setattr(part, name, str(value))

@@ -31,7 +31,7 @@ IGNORE = -100
 
 
 class DistillTask:
-    def __init__(self, base, teacher, *, temperature: float = 2.0, alpha: float = 0.5, kind: str = "forward", mix=0.5):
+    def __init__(self, base, teacher, *, temperature: float = 1.0, alpha: float = 0.8, kind: str = "forward", mix=0.5):
         self.base, self.teacher = base, teacher
         self.temperature, self.alpha, self.kind, self.mix = temperature, alpha, kind, mix
 
@@ -106,4 +106,4 @@ def run_distill(teacher_dir: Path, out_dir: Path, cfg: RunConfig, data, student_
             f"distill: teacher {teacher.num_params() / 1e6:.2f}M -> student {student.num_params() / 1e6:.2f}M "
             f"parameters, {d.divergence} KL at T={d.temperature}, alpha {d.alpha}, {train_cfg.max_steps} steps"
         )
-    return fit_stage(student, task, train_cfg, Path(out_dir), tok, "distill")
+    return fit_stage(student, task, train_cfg, Path(out_dir), tok, "distill", lora_rank=d.lora_rank)

@@ -28,6 +28,7 @@ from llmkit.train.objectives import DPO_LOSSES, dpo_loss
 from llmkit.train.posttrain import check_choice, check_same_vocabulary, fit_stage, load_frozen, load_trainable
 from llmkit.train.preference import EncodedPair, load_pairs, pair_rows
 from llmkit.train.sequences import batch_items, model_logprobs
+from llmkit.train.task_data import preference_data
 
 
 def pairs_fingerprint(pairs: Sequence[EncodedPair]) -> str:
@@ -154,7 +155,9 @@ def run_dpo(model_dir: Path, out_dir: Path, cfg: RunConfig, pairs=None) -> dict:
     info = distributed.setup(train_cfg.device)
     device = distributed.pick_device(train_cfg.device, info.local_rank)
     model, tok = load_trainable(Path(model_dir), device)
-    train, val, stats = load_pairs(pairs if pairs is not None else d.data, tok, d.max_len, d.val_fraction)
+    if pairs is None:
+        pairs = preference_data(d.data, d, tok, model, train_cfg.seed) or d.data
+    train, val, stats = load_pairs(pairs, tok, d.max_len, d.val_fraction)
     if d.ref:
         check_same_vocabulary(tok, model.config, Path(d.ref), "reference")
 
@@ -179,4 +182,4 @@ def run_dpo(model_dir: Path, out_dir: Path, cfg: RunConfig, pairs=None) -> dict:
         for w in stats.warnings():
             say(f"dpo: warning: {w}")
         say(f"dpo: {len(train)} pairs ({len(val)} held out), beta {d.beta}, {d.loss} loss, {train_cfg.max_steps} steps")
-    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "dpo")
+    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "dpo", lora_rank=d.lora_rank, base_path=model_dir)

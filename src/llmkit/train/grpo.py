@@ -13,6 +13,7 @@ clip-higher), Liu et al. 2025 (Dr. GRPO: no length or std normalisation).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,24 +23,24 @@ import torch
 from llmkit.config import RunConfig, stage_train_config
 from llmkit.console import say
 from llmkit.errors import ConfigError
+from llmkit.infer.engine import context_length
 from llmkit.train import distributed
 from llmkit.train.objectives import LOSS_NORMS, aggregate, group_advantages, kl_penalty, loss_count, ppo_policy_loss
 from llmkit.train.posttrain import check_choice, fit_stage, load_frozen, load_trainable
-from llmkit.train.rewards import load_reward_function
 from llmkit.train.rollout import (
     RLPrompt,
     RolloutTask,
     SamplingSettings,
     Scorer,
     chunked_logprobs,
-    function_scorer,
+    fitting,
     greedy_completions,
-    prompts_from_file,
     round_seed,
     sample_completions,
     stop_ids,
 )
 from llmkit.train.sequences import model_logprobs, pack_completions
+from llmkit.train.task_data import rl_prompts, rl_scorer
 
 
 class GRPOTask(RolloutTask):
@@ -86,8 +87,9 @@ class GRPOTask(RolloutTask):
         prompts = self.round_prompts(self.prompts, self.per_round, round_index)
         engine = self.engine(model, self.tokenizer, self.max_batch)
         seed = round_seed(self.seed, round_index) + self.info.rank * len(prompts) * self.samples
-        groups = sample_completions(engine, prompts, self.samples, self.sampling, seed)
-        flat = [c for g in groups for c in g]
+        t0 = time.perf_counter()
+        flat = [c for g in sample_completions(engine, prompts, self.samples, self.sampling, seed) for c in g]
+        rollout_s = time.perf_counter() - t0
         rep = [p for p in prompts for _ in range(self.samples)]
         rewards, stats = self.scorer(rep, flat)
         if stats.failures and not self._warned:
@@ -111,6 +113,7 @@ class GRPOTask(RolloutTask):
             "completion_tokens": float(buf["loss_mask"].sum(1).mean()),
             "flat_groups": float(flat_groups),  # groups with one reward: no signal
             "reward_failures": float(stats.failures),
+            "rollout_tokens_per_s": sum(len(c.token_ids) for c in flat) / max(rollout_s, 1e-9),
         }
         return buf, _mean_over_ranks(metrics, self.info)
 
@@ -173,10 +176,14 @@ def run_grpo(
     info = distributed.setup(train_cfg.device)
     device = distributed.pick_device(train_cfg.device, info.local_rank)
     model, tok = load_trainable(Path(model_dir), device)
+    from_tasks = False
     if prompts is None:
-        prompts, eval_prompts = prompts_from_file(g.prompts, tok, g.eval_prompts, train_cfg.seed)
+        prompts, eval_prompts, from_tasks = rl_prompts(g.prompts, tok, g.task_examples, g.eval_prompts, train_cfg.seed)
+    context = context_length(model.config)
+    prompts = fitting(prompts, context, g.max_new_tokens, "grpo prompts")
+    eval_prompts = fitting(eval_prompts, context, g.max_new_tokens, "grpo held-out prompts") if eval_prompts else []
     if scorer is None:
-        scorer = function_scorer(load_reward_function(g.reward), where=g.reward)
+        scorer = rl_scorer(g.reward, from_tasks)
     sampling = SamplingSettings(g.max_new_tokens, g.temperature, 0, g.top_p, stop_ids(tok, prompts[0].chat))
     ref = load_frozen(Path(model_dir), device, tok, model.config, "reference") if g.kl_coef else None
     task = GRPOTask(
@@ -204,4 +211,4 @@ def run_grpo(
             f"grpo: {len(prompts)} prompts, {g.prompts_per_round} x {g.samples} samples per round, "
             f"{g.epochs} x {g.minibatches} steps per round, {train_cfg.max_steps} steps on {device}"
         )
-    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "grpo")
+    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "grpo", lora_rank=g.lora_rank, base_path=model_dir)

@@ -16,6 +16,8 @@ from llmkit.files import atomic_write_json
 from llmkit.tokenizer import Tokenizer
 
 T = TypeVar("T")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""The linear layers that get LoRA adapters with ``--lora`` (all of them, as QLoRA recommends)."""
 
 
 def load_trainable(path: Path, device) -> tuple[torch.nn.Module, Tokenizer]:
@@ -83,23 +85,49 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> None:
         raise ConfigError(f"{name}={value!r}: use one of {', '.join(choices)}")
 
 
-def fit_stage(model, task, train_cfg, out_dir: Path, tokenizer, stage: str, extra_config: dict | None = None) -> dict:
+def fit_stage(
+    model,
+    task,
+    train_cfg,
+    out_dir: Path,
+    tokenizer,
+    stage: str,
+    extra_config: dict | None = None,
+    lora_rank: int = 0,
+    heads: Sequence[torch.nn.Module] = (),
+    base_path: Path | None = None,
+) -> dict:
     """Run the one loop on ``task`` (resuming from ``out_dir/checkpoints``) and write the summary;
-    returns it (on the main process; ``{}`` elsewhere)."""
+    returns it (on the main process; ``{}`` elsewhere).
+
+    ``lora_rank`` > 0 trains LoRA adapters (and the ``heads``, e.g. a value or score head) instead of
+    every weight; ``out_dir`` then holds the merged model, and ``out_dir/adapter`` the adapter in
+    PEFT format for causal LMs."""
     from llmkit.console import say
     from llmkit.train.trainer import Trainer
 
-    trainer = Trainer(
-        model,
-        task,
-        train_cfg,
-        out_dir,
-        tokenizer=tokenizer,
-        extra_config={"llmkit_stage": stage, **(extra_config or {})},
-    )
+    lora_cfg = None
+    if lora_rank:
+        from llmkit.model.lora import LoraConfig, add_lora
+
+        lora_cfg = LoraConfig(lora_rank, 16.0, 0.0, list(LORA_TARGETS))
+        add_lora(model, lora_cfg)
+        for head in heads:
+            head.requires_grad_(True)
+    extra = {"llmkit_stage": stage, **(extra_config or {})}
+    trainer = Trainer(model, task, train_cfg, out_dir, tokenizer=tokenizer, extra_config=extra)
     result = trainer.fit()
     if not trainer.info.is_main:
         return {}
+    if lora_cfg is not None:
+        from llmkit.checkpoint import publish_model
+        from llmkit.model.lora import merge_lora, save_adapter
+
+        export = getattr(task, "export", None)
+        if hasattr(model, "lm_head"):
+            save_adapter(export(model) if export else model, lora_cfg, Path(out_dir) / "adapter", base_path=base_path)
+        merged = merge_lora(model)
+        publish_model(out_dir, export(merged) if export else merged, tokenizer, extra_config=extra)
     summary = write_summary(out_dir, result)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result.final_eval.items())
     say(f"{stage}: {result.step} steps in {result.elapsed_s:.0f}s{', ' + shown if shown else ''} -> {out_dir}")

@@ -13,6 +13,7 @@ completion tokens.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,26 +23,26 @@ import torch
 from llmkit.config import RunConfig, stage_train_config
 from llmkit.console import say
 from llmkit.errors import ConfigError
+from llmkit.infer.engine import context_length
 from llmkit.train import distributed
 from llmkit.train.grpo import _mean_over_ranks
 from llmkit.train.objectives import gae, ppo_policy_loss, ppo_value_loss, whiten
 from llmkit.train.posttrain import check_same_vocabulary, fit_stage, load_frozen, load_trainable
-from llmkit.train.rewards import load_reward_function
 from llmkit.train.rollout import (
     RLPrompt,
     RolloutTask,
     SamplingSettings,
     Scorer,
     chunked_logprobs,
-    function_scorer,
+    fitting,
     greedy_completions,
-    prompts_from_file,
     reward_model_scorer,
     round_seed,
     sample_completions,
     stop_ids,
 )
 from llmkit.train.sequences import pack_completions, token_logprobs
+from llmkit.train.task_data import rl_prompts, rl_scorer
 
 
 class PPOTask(RolloutTask):
@@ -98,7 +99,9 @@ class PPOTask(RolloutTask):
         prompts = self.round_prompts(self.prompts, self.per_round, round_index)
         engine = self.engine(model, self.tokenizer, self.max_batch)
         seed = round_seed(self.seed, round_index) + self.info.rank * len(prompts) * self.samples
+        t0 = time.perf_counter()
         flat = [c for g in sample_completions(engine, prompts, self.samples, self.sampling, seed) for c in g]
+        rollout_s = time.perf_counter() - t0
         rep = [p for p in prompts for _ in range(self.samples)]
         scores, stats = self.scorer(rep, flat)
         if stats.failures and not self._warned:
@@ -129,6 +132,7 @@ class PPOTask(RolloutTask):
             "kl": float(kl.sum(1).mean()),
             "completion_tokens": float(mask.sum(1).mean()),
             "reward_failures": float(stats.failures),
+            "rollout_tokens_per_s": sum(len(c.token_ids) for c in flat) / max(rollout_s, 1e-9),
         }
         return buf, _mean_over_ranks(metrics, self.info)
 
@@ -200,15 +204,21 @@ def run_ppo(
     info = distributed.setup(train_cfg.device)
     device = distributed.pick_device(train_cfg.device, info.local_rank)
     lm, tok = load_trainable(Path(model_dir), device)
+    from_tasks = False
     if prompts is None:
-        prompts, eval_prompts = prompts_from_file(c.prompts, tok, c.eval_prompts, train_cfg.seed)
+        prompts, eval_prompts, from_tasks = rl_prompts(c.prompts, tok, c.task_examples, c.eval_prompts, train_cfg.seed)
+    context = context_length(lm.config)
+    prompts = fitting(prompts, context, c.max_new_tokens, "ppo prompts")
+    eval_prompts = fitting(eval_prompts, context, c.max_new_tokens, "ppo held-out prompts") if eval_prompts else []
     if scorer is None:
-        if bool(c.reward_model) == bool(c.reward):
-            raise ConfigError("ppo needs one reward: ppo.reward_model=DIR (--reward-model) or ppo.reward=FILE.py:FN")
+        if c.reward_model and c.reward:
+            raise ConfigError("ppo.reward_model and ppo.reward are both set; keep one")
+        if not (c.reward_model or c.reward or from_tasks):
+            raise ConfigError("ppo needs a reward: --reward-model DIR, --reward FILE.py:FN, or tasks:NAME prompts")
         if c.reward_model:
             scorer = reward_model_scorer(load_reward_model(Path(c.reward_model), device, tok, lm.config), tok.pad_id)
         else:
-            scorer = function_scorer(load_reward_function(c.reward), where=c.reward)
+            scorer = rl_scorer(c.reward, from_tasks)
     ref = load_frozen(Path(model_dir), device, tok, lm.config, "reference")
     sampling = SamplingSettings(c.max_new_tokens, c.temperature, 0, 1.0, stop_ids(tok, prompts[0].chat))
     task = PPOTask(
@@ -237,4 +247,15 @@ def run_ppo(
             f"ppo: {len(prompts)} prompts, {c.prompts_per_round} x {c.samples} samples per round, "
             f"{c.epochs} x {c.minibatches} steps per round, {train_cfg.max_steps} steps on {device}"
         )
-    return fit_stage(PolicyWithValue.from_causal_lm(lm), task, train_cfg, Path(out_dir), tok, "ppo")
+    model = PolicyWithValue.from_causal_lm(lm)
+    return fit_stage(
+        model,
+        task,
+        train_cfg,
+        Path(out_dir),
+        tok,
+        "ppo",
+        lora_rank=c.lora_rank,
+        heads=[model.value_head],
+        base_path=model_dir,
+    )

@@ -78,16 +78,21 @@ def pair_rows(pairs: Sequence[EncodedPair], pad_id: int, device="cpu") -> dict[s
 
 
 def load_pairs(source, tokenizer, max_len: int, val_fraction: float, seed: int = 0):
-    """Pairs from ``source`` (a path or name, see :func:`llmkit.data.preference.read_pairs`, or a
-    list of :class:`PreferencePair`), split by prompt into training and held-out pairs, encoded.
-    Returns (train, held-out, stats)."""
+    """Pairs from ``source`` (a path or name, see :func:`llmkit.data.preference.read_pairs`; a list
+    of :class:`PreferencePair`; or a (train, held-out) tuple of such lists), split by prompt into
+    training and held-out pairs unless already split, encoded. Returns (train, held-out, stats)."""
     from llmkit.data.preference import PairStats, read_pairs
     from llmkit.train.posttrain import hold_out
 
     stats = PairStats()
-    if isinstance(source, str):
-        pairs = read_pairs(source, stats)
+
+    def read(items):
+        if isinstance(items, str):
+            return read_pairs(items, stats)
+        return read_pairs(((p.source or f"pair {i}", p) for i, p in enumerate(items)), stats)
+
+    if isinstance(source, tuple):
+        train, val = read(source[0]), read(source[1])
     else:
-        pairs = read_pairs(((p.source or f"pair {i}", p) for i, p in enumerate(source)), stats)
-    train, val = hold_out(pairs, val_fraction, key=lambda p: repr(p.messages or p.prompt), seed=seed)
+        train, val = hold_out(read(source), val_fraction, key=lambda p: repr(p.messages or p.prompt), seed=seed)
     return encode_pairs(tokenizer, train, max_len), encode_pairs(tokenizer, val, max_len), stats

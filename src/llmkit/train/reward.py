@@ -20,6 +20,7 @@ from llmkit.train.objectives import bradley_terry_loss
 from llmkit.train.posttrain import fit_stage, load_trainable
 from llmkit.train.preference import EncodedPair, load_pairs, pair_rows
 from llmkit.train.sequences import batch_items
+from llmkit.train.task_data import preference_data
 
 
 class RewardTask:
@@ -91,7 +92,9 @@ def run_reward(model_dir: Path, out_dir: Path, cfg: RunConfig, pairs=None) -> di
     info = distributed.setup(train_cfg.device)
     device = distributed.pick_device(train_cfg.device, info.local_rank)
     lm, tok = load_trainable(Path(model_dir), device)
-    train, val, stats = load_pairs(pairs if pairs is not None else r.data, tok, r.max_len, r.val_fraction)
+    if pairs is None:
+        pairs = preference_data(r.data, r, tok, lm, train_cfg.seed) or r.data
+    train, val, stats = load_pairs(pairs, tok, r.max_len, r.val_fraction)
     torch.manual_seed(train_cfg.seed)
     model = RewardModel.from_causal_lm(lm)
     del lm
@@ -101,4 +104,6 @@ def run_reward(model_dir: Path, out_dir: Path, cfg: RunConfig, pairs=None) -> di
             say(f"reward: warning: {w}")
         say(f"reward: {len(train)} pairs ({len(val)} held out), {train_cfg.max_steps} steps on {device}")
     extra = sequence_classifier_config(model.config)
-    return fit_stage(model, task, train_cfg, Path(out_dir), tok, "reward", extra_config=extra)
+    return fit_stage(
+        model, task, train_cfg, Path(out_dir), tok, "reward", extra, lora_rank=r.lora_rank, heads=[model.score]
+    )

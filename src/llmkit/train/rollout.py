@@ -242,3 +242,19 @@ def prompts_from_file(path: str, tokenizer, n_eval: int, seed: int = 0) -> tuple
     train = [r for i, r in enumerate(rows) if i not in held]
     val = [r for i, r in enumerate(rows) if i in held]
     return encode_prompts(tokenizer, train), encode_prompts(tokenizer, val)
+
+
+def fitting(prompts: Sequence[RLPrompt], context: int, max_new_tokens: int, what: str) -> list[RLPrompt]:
+    """The prompts that leave room for ``max_new_tokens`` in the model's context; the others are
+    dropped and counted (a cut question would be a different question). None left is an error."""
+    kept = [p for p in prompts if len(p.ids) + max_new_tokens <= context]
+    if prompts and not kept:
+        raise ConfigError(
+            f"{what}: no prompt fits the model's context of {context} tokens with {max_new_tokens} new tokens; "
+            "use shorter prompts or fewer max_new_tokens"
+        )
+    if len(kept) < len(prompts):
+        from llmkit.console import say
+
+        say(f"{what}: skipped {len(prompts) - len(kept)} of {len(prompts)} prompts too long for the context")
+    return kept

@@ -283,6 +283,7 @@ class Trainer:
         tok_total, t_train = 0, 0.0
         window_tokens, window_t = 0, time.perf_counter()
         last_eval: dict[str, float] = {}
+        last_eval_step = -1
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             row = self.train_step()
@@ -305,7 +306,7 @@ class Trainer:
             else:
                 bar.update(self.step, None)
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):
-                last_eval = self.evaluate()
+                last_eval, last_eval_step = self.evaluate(), self.step
                 self._log({"step": self.step, **last_eval})
                 bar.note(last_eval)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
@@ -315,7 +316,7 @@ class Trainer:
                     self._save()
                 break
         bar.close()
-        if not last_eval or (cfg.eval_every and self.step % cfg.eval_every):
+        if last_eval_step != self.step:  # the final weights are always evaluated, once
             last_eval = self.evaluate()
             self._log({"step": self.step, **last_eval})
         if info.is_main:
