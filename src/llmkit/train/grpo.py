@@ -67,7 +67,7 @@ class GRPOTask(RolloutTask):
         max_batch: int = 64,
         device="cpu",
     ):
-        super().__init__(epochs, minibatches, seed, grad_accum)
+        super().__init__(epochs, minibatches, seed, grad_accum, device)
         if samples < 2:
             raise ConfigError("grpo.samples must be at least 2: advantages compare samples of one prompt")
         if kl_coef and ref_model is None:
@@ -77,7 +77,7 @@ class GRPOTask(RolloutTask):
         self.clip, self.clip_high, self.kl_coef = clip, clip_high, kl_coef
         self.loss_norm, self.scale = loss_norm, scale_advantages
         self.ref_model, self.eval_prompts = ref_model, list(eval_prompts)
-        self.max_batch, self.device = max_batch, torch.device(device)
+        self.max_batch = max_batch
         self.pad_id = tokenizer.pad_id
         self._warned = False
 

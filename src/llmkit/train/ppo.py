@@ -70,12 +70,12 @@ class PPOTask(RolloutTask):
         max_batch: int = 64,
         device="cpu",
     ):
-        super().__init__(epochs, minibatches, seed, grad_accum)
+        super().__init__(epochs, minibatches, seed, grad_accum, device)
         self.prompts, self.scorer, self.ref_model, self.tokenizer = list(prompts), scorer, ref_model, tokenizer
         self.per_round, self.samples, self.sampling = prompts_per_round, samples, sampling
         self.clip, self.value_clip, self.vf_coef = clip, value_clip, vf_coef
         self.gamma, self.lam, self.kl_coef = gamma, lam, kl_coef
-        self.eval_prompts, self.max_batch, self.device = list(eval_prompts), max_batch, torch.device(device)
+        self.eval_prompts, self.max_batch = list(eval_prompts), max_batch
         self._warned = False
 
     def export(self, model):

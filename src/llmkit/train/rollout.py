@@ -81,16 +81,17 @@ def round_seed(seed: int, round_index: int) -> int:
 
 class RolloutTask:
     """Round bookkeeping for on-policy tasks; subclasses implement :meth:`collect` (rollouts ->
-    a packed buffer of rows plus metrics) and ``loss``.
+    a packed buffer of rows plus metrics), :meth:`make_batch` and ``loss``.
 
-    ``rows_per_round`` rows (this process's share) are split into ``minibatches`` optimizer steps
-    per epoch, visited ``epochs`` times in a fresh seeded order each epoch.
+    A round's rows (this process's share) are split into ``minibatches`` optimizer steps per epoch,
+    visited ``epochs`` times in a fresh seeded order each epoch.
     """
 
-    def __init__(self, epochs: int, minibatches: int, seed: int, grad_accum: int):
+    def __init__(self, epochs: int, minibatches: int, seed: int, grad_accum: int, device="cpu"):
         if epochs < 1 or minibatches < 1:
             raise ConfigError("epochs and minibatches per rollout batch must be at least 1")
         self.epochs, self.minibatches, self.seed, self.grad_accum = epochs, minibatches, seed, grad_accum
+        self.device = torch.device(device)
         self.steps_per_round = epochs * minibatches
         self.buffer: dict[str, torch.Tensor] | None = None
         self.buffer_round = -1
@@ -131,7 +132,8 @@ class RolloutTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("buffer"):
-            self.buffer, self.buffer_round = dict(state["buffer"]), int(state["round"])
+            self.buffer = {k: v.to(self.device) for k, v in state["buffer"].items()}
+            self.buffer_round = int(state["round"])
             self.round_metrics = dict(state.get("metrics") or {})
 
     # ---- for subclasses ----------------------------------------------------------------------
