@@ -215,15 +215,14 @@ def accuracy(args) -> None:
             "-m",
             "llmkit.cli",
             "dpo",
-            "--model",
             run / "sft",
+            *args.dpo_overrides,
             "--data",
             f"tasks:{rl_tasks}",
             "--out",
             dpo,
             "--preset",
             run / "config.yaml",
-            *args.dpo_overrides,
         ]
         subprocess.run([str(c) for c in cmd], check=True)
     models = {"SFT": str(run / "sft"), "DPO": str(dpo), "RL": str(run / "rl")}

@@ -63,9 +63,13 @@ def fx(tmp_path_factory):
     return root
 
 
-def cli(*args):
+def cli(verb, *args):
+    """``llmkit VERB ...`` with the ``section.field=value`` overrides moved right after the checkpoint."""
+    settings = [str(a) for a in args if "=" in str(a) and "." in str(a).split("=")[0]]
+    rest = [str(a) for a in args if str(a) not in settings]
+    args = [rest[0], *settings, *rest[1:]] if verb != "distill" else [*rest, *settings]
     return subprocess.run(
-        [sys.executable, "-m", "llmkit.cli", *map(str, args)], env=ENV, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "llmkit.cli", verb, *args], env=ENV, capture_output=True, text=True, timeout=600
     )
 
 
@@ -82,7 +86,6 @@ def reward_model(fx):
     out = fx / "rm"
     r = cli(
         "reward",
-        "--model",
         fx / "model",
         "--data",
         fx / "pairs.jsonl",
@@ -136,7 +139,7 @@ def test_ppo_against_the_reward_model(fx, reward_model, tmp_path):
             for t in THINGS.split()
         )
     )
-    args = ["ppo", "--model", fx / "model", "--prompts", prompts]
+    args = ["ppo", fx / "model", "--prompts", prompts]
     settings = ["ppo.max_steps=2", "ppo.epochs=2", "ppo.prompts_per_round=4", "ppo.max_new_tokens=8", *COMMON]
     r = cli(*args, "--out", tmp_path / "ppo", "--reward-model", reward_model, *settings, "ppo.eval_prompts=3")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -149,7 +152,6 @@ def test_dpo_raises_the_held_out_margin(fx):
     out = fx / "dpo"
     r = cli(
         "dpo",
-        "--model",
         fx / "model",
         "--data",
         fx / "pairs.jsonl",
@@ -210,5 +212,5 @@ def test_a_reference_with_another_vocabulary_is_refused(fx, tmp_path):
     other = tmp_path / "other"
     tok = Tokenizer.train([TEXT + " extra words"], vocab_size=384, show_progress=False)
     save_checkpoint(other, Transformer(config(384)), tokenizer=tok)
-    r = cli("dpo", "--model", fx / "model", "--data", fx / "pairs.jsonl", "--out", tmp_path / "d", "--ref", other)
+    r = cli("dpo", fx / "model", "--data", fx / "pairs.jsonl", "--out", tmp_path / "d", "--ref", other)
     one_line_error(r, str(other), "vocabulary has 384 entries but the model's has 320")

@@ -75,8 +75,8 @@ def fx(tmp_path_factory):
 def cli(fx, verb, out, *extra, reward="digits", popen=False):
     flags = [x for x in extra if not ("=" in str(x) and "." in str(x).split("=")[0])]
     settings = [x for x in extra if x not in flags]
-    args = [sys.executable, "-m", "llmkit.cli", verb, "--model", fx / "model", "--out", out, *flags]
-    args += ["--prompts", fx / "prompts.jsonl", "--reward", f"{fx / 'rewards.py'}:{reward}", *COMMON, *settings]
+    args = [sys.executable, "-m", "llmkit.cli", verb, fx / "model", *COMMON, *settings, "--out", out, *flags]
+    args += ["--prompts", fx / "prompts.jsonl", "--reward", f"{fx / 'rewards.py'}:{reward}"]
     args = [str(a) for a in args]
     if popen:
         return subprocess.Popen(args, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -198,7 +198,7 @@ def test_reward_function_errors_are_one_line(fx, tmp_path):
     r = cli(fx, "grpo", tmp_path / "a", *GRPO, "grpo.max_steps=1", reward="broken")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "rewards.py:broken: all 16 reward calls of a batch failed (first: KeyError" in r.stderr
-    args = [sys.executable, "-m", "llmkit.cli", "grpo", "--model", fx / "model", "--out", tmp_path / "b"]
+    args = [sys.executable, "-m", "llmkit.cli", "grpo", fx / "model", "--out", tmp_path / "b"]
     for reward, needle in (
         (f"{tmp_path}/nowhere.py:f", "nowhere.py does not exist"),
         (f"{fx / 'rewards.py'}:nothing", "has no function 'nothing'; functions there: digits, flaky, vowels, broken"),
@@ -248,9 +248,9 @@ def test_task_suite_prompts_with_verifier_rewards(fx, tmp_path):
     """``tasks:`` prompts: chat prompts of the suite's training split, held-out prompts from its
     test split, rewards from the verifiers (the default)."""
     out = tmp_path / "tasks"
-    args = ["grpo", "--model", fx / "model", "--out", out, "--prompts", "tasks:compare2,copy", *COMMON]
+    args = ["grpo", fx / "model", *COMMON, *GRPO, "grpo.max_steps=1", "grpo.task_examples=8", "--out", out]
     r = subprocess.run(
-        [sys.executable, "-m", "llmkit.cli", *map(str, args), *GRPO, "grpo.max_steps=1", "grpo.task_examples=8"],
+        [sys.executable, "-m", "llmkit.cli", *map(str, args), "--prompts", "tasks:compare2,copy"],
         env=ENV,
         capture_output=True,
         text=True,

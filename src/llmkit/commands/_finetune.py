@@ -13,7 +13,7 @@ def add_finetune_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = overrides_help()
     if model:
-        p.add_argument("--model", type=Path, required=True, help="checkpoint to start from (e.g. runs/cpu-tiny/sft)")
+        p.add_argument("model", type=Path, help="checkpoint to start from (e.g. runs/cpu-tiny/sft)")
     p.add_argument("--out", type=Path, required=True, help="output directory; re-running resumes from its checkpoints/")
     p.add_argument(
         "--preset",
@@ -31,7 +31,7 @@ def add_finetune_args(p: argparse.ArgumentParser, model: bool = True) -> None:
         "overrides",
         nargs="*",
         metavar="section.field=value",
-        help="config overrides, e.g. dpo.beta=0.2 train.device=cpu",
+        help="config overrides right after the checkpoint, e.g. dpo.beta=0.2 train.device=cpu",
     )
 
 

@@ -1,4 +1,4 @@
-"""``llmkit dpo --model DIR --data PAIRS --out DIR``: direct preference optimisation."""
+"""``llmkit dpo MODEL --data PAIRS --out DIR``: direct preference optimisation."""
 
 from __future__ import annotations
 

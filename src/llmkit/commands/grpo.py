@@ -1,4 +1,4 @@
-"""``llmkit grpo --model DIR --out DIR``: group-relative policy optimisation with verifiable rewards."""
+"""``llmkit grpo MODEL --out DIR``: group-relative policy optimisation with verifiable rewards."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llmkit ppo --model DIR --out DIR``: InstructGPT-style RLHF against a reward model or function."""
+"""``llmkit ppo MODEL --out DIR``: InstructGPT-style RLHF against a reward model or function."""
 
 from __future__ import annotations
 

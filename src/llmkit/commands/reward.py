@@ -1,4 +1,4 @@
-"""``llmkit reward --model DIR --data PAIRS --out DIR``: a reward model from preference pairs."""
+"""``llmkit reward MODEL --data PAIRS --out DIR``: a reward model from preference pairs."""
 
 from __future__ import annotations
 
