@@ -359,6 +359,8 @@ class _Progress:
         if row is None:
             return
         text = f"loss {row['loss']:.4f} | {row['tokens_per_s']:,.0f} tok/s | mfu {100 * row['mfu']:.1f}%"
+        if "reward" in row:  # RL: the latest rollout round's mean reward
+            text += f" | reward {row['reward']:.3f}"
         if self.bar is not None:
             self.bar.set_postfix_str(text + self.extra, refresh=False)
         else:
