@@ -53,6 +53,8 @@ def test_cpu_micro_speedrun_end_to_end(micro_run):
         "clean/report.json",
         "clean/DATACARD.md",
         "clean/corpus/shakespeare",
+        "rl/config.json",
+        "rl/eval_rl.json",
         "stages.json",
         "report.md",
         "report.html",
@@ -69,6 +71,8 @@ def test_cpu_micro_speedrun_end_to_end(micro_run):
         "## Evaluation",
         "label-map (2-shot) acc",
         "icl.png",
+        "| SFT | RL |",
+        "RL training (GRPO",
     ):
         assert needle in report
     assert 'src="data:image/png;base64,' in (run_dir / "report.html").read_text()

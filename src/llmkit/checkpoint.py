@@ -191,11 +191,12 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None, model_class=None):
     """Load a checkpoint's model (ours, or a Llama/Mistral/Qwen2/Qwen3 checkpoint saved by
     transformers, sharded or not) in ``dtype`` (default fp32, whatever the file holds). The file's
     tensors become the parameters (converted one at a time), so loading never holds two copies of
-    the weights."""
+    the weights. ``model_class`` (default :class:`~llmkit.model.transformer.Transformer`) is built
+    from the config, e.g. a :class:`~llmkit.model.heads.RewardModel` for a sequence classifier."""
     from llmkit.model.transformer import Transformer
 
     directory = Path(directory)
@@ -207,9 +208,10 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
         )
     config = ModelConfig.from_hf_dict(hf, source=str(directory / "config.json"))
     with torch.device("meta"):
-        model = Transformer(config)
+        model = (model_class or Transformer)(config)
+    tied = config.tie_word_embeddings and hasattr(model, "lm_head")
     sd = read_weights(directory)
-    if config.tie_word_embeddings:
+    if tied:
         sd.pop("lm_head.weight", None)
     for name in [k for k in sd if k.endswith("rotary_emb.inv_freq")]:  # older transformers saved it
         del sd[name]
@@ -225,14 +227,14 @@ def load_model(directory: Path, device: str | torch.device = "cpu", dtype: torch
             f"{directory / 'model.safetensors'}: weights do not match config.json "
             f"(shape of {first}); the checkpoint is corrupt or config.json was edited"
         ) from None
-    missing = [k for k in missing if not (config.tie_word_embeddings and k == "lm_head.weight")]
+    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
     if missing or unexpected:
         what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
         raise CheckpointError(
             f"{directory / 'model.safetensors'}: weights do not match config.json ({what}); "
             "the checkpoint is incomplete or from an incompatible model"
         )
-    if config.tie_word_embeddings:
+    if tied:
         model.lm_head.weight = model.model.embed_tokens.weight
     del sd
     model.to(device)
@@ -261,7 +263,8 @@ def load_model_weights(model: torch.nn.Module, directory: Path) -> None:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError:
         missing, unexpected = ["(shapes differ)"], []
-    missing = [k for k in missing if not (model.config.tie_word_embeddings and k == "lm_head.weight")]
+    tied = model.config.tie_word_embeddings and hasattr(model, "lm_head")
+    missing = [k for k in missing if not (tied and k == "lm_head.weight")]
     if missing or unexpected:
         raise CheckpointError(
             f"{path}: weights do not match this model (missing {missing[:3]}, "

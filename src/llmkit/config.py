@@ -451,6 +451,218 @@ class SampleConfig:
 
 
 @dataclass
+class RewardConfig:
+    """``llmkit reward``: a reward model (scalar head, Bradley-Terry loss) on preference pairs."""
+
+    data: str = ""
+    """Preference pairs: a JSONL file or ``hf:NAME`` dataset of prompt/chosen/rejected (text or
+    messages), or ``tasks:NAME,NAME`` (pairs made from the task suite, see ``pairs``)."""
+    pairs: list[str] = field(default_factory=lambda: ["wrong_answer", "on_policy", "language"])
+    """With ``tasks:`` data, the pairs made from each example: ``wrong_answer``, ``on_policy`` (the
+    model's own wrong samples), ``language`` (answer in the other language)."""
+    task_examples: int = 200
+    """With ``tasks:`` data, training examples per task (held-out pairs come from the test split)."""
+    samples: int = 4
+    """With ``on_policy`` pairs, replies sampled per example to find a wrong one."""
+    val_fraction: float = 0.1
+    """Fraction of pairs held out to measure pairwise accuracy (files; ``tasks:`` uses the test split)."""
+    max_len: int = 256
+    """Tokens per prompt + answer; longer rows keep the answer and cut the prompt on the left."""
+    max_steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Pairs per micro-batch."""
+    lr: float = 1e-4
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 10
+    """Linear warmup steps."""
+    eval_every: int = 50
+    """Held-out accuracy every N steps (0 = only at the end)."""
+    ckpt_every: int = 100
+    """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
+
+
+@dataclass
+class DPOConfig:
+    """``llmkit dpo``: direct preference optimisation against a frozen reference."""
+
+    data: str = ""
+    """Preference pairs: a JSONL file or ``hf:NAME`` dataset of prompt/chosen/rejected (text or
+    messages), or ``tasks:NAME,NAME`` (pairs made from the task suite, see ``pairs``)."""
+    ref: str = ""
+    """Reference checkpoint (default: the model being trained, as it starts)."""
+    beta: float = 0.1
+    """Strength of the pull towards the reference (larger = stay closer)."""
+    loss: str = "sigmoid"
+    """``sigmoid`` (DPO), ``ipo`` (IPO, length-normalised) or ``robust`` (rDPO, for noisy labels)."""
+    label_smoothing: float = 0.0
+    """Probability that a pair's label is wrong: cDPO with ``sigmoid``, rDPO with ``robust``."""
+    pairs: list[str] = field(default_factory=lambda: ["wrong_answer", "on_policy", "language"])
+    """With ``tasks:`` data, the pairs made from each example: ``wrong_answer``, ``on_policy`` (the
+    model's own wrong samples), ``language`` (answer in the other language)."""
+    task_examples: int = 200
+    """With ``tasks:`` data, training examples per task (held-out pairs come from the test split)."""
+    samples: int = 4
+    """With ``on_policy`` pairs, replies sampled per example to find a wrong one."""
+    val_fraction: float = 0.1
+    """Fraction of pairs held out to measure margins and preference accuracy (files; ``tasks:`` uses
+    the test split)."""
+    max_len: int = 256
+    """Tokens per prompt + answer; longer rows keep the answer and cut the prompt on the left."""
+    max_steps: int = 200
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Pairs per micro-batch."""
+    lr: float = 5e-5
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 10
+    """Linear warmup steps."""
+    eval_every: int = 50
+    """Held-out margins every N steps (0 = only at the end)."""
+    ckpt_every: int = 100
+    """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
+
+
+@dataclass
+class GRPOConfig:
+    """``llmkit grpo`` and the speedrun's ``rl`` stage: group-relative policy optimisation."""
+
+    prompts: str = ""
+    """Prompts: a JSONL file (``prompt`` as text or messages, plus fields for the reward function),
+    or ``tasks:NAME,NAME`` for the task suite's training items."""
+    reward: str = ""
+    """``path/to/file.py:function`` called as fn(prompt=, completion=, **fields) -> float, or
+    ``verifier`` (the task suite's verifiers; the default with ``tasks:`` prompts)."""
+    samples: int = 8
+    """Completions sampled per prompt (the group)."""
+    prompts_per_round: int = 8
+    """Prompts per rollout batch (x samples = rollouts per round)."""
+    epochs: int = 1
+    """Passes over each rollout batch."""
+    minibatches: int = 1
+    """Optimizer steps per pass over a rollout batch."""
+    max_new_tokens: int = 64
+    """Longest completion sampled."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (the loss uses the same)."""
+    top_p: float = 1.0
+    """Nucleus sampling of the rollouts (1 = off)."""
+    clip: float = 0.2
+    """PPO clip range of the probability ratio."""
+    clip_high: float = 0.0
+    """Upper clip range (DAPO's clip-higher); 0 = the same as ``clip``."""
+    kl_coef: float = 0.0
+    """Weight of the k3 KL penalty to the starting model (0 = none, no reference kept)."""
+    loss_norm: str = "token"
+    """``token`` (DAPO), ``sequence`` (GRPO paper) or ``dr_grpo`` (constant normaliser)."""
+    scale_advantages: bool = True
+    """Divide advantages by the group's standard deviation (Dr. GRPO turns this off)."""
+    task_examples: int = 2000
+    """With ``tasks:`` prompts, training prompts per task."""
+    eval_prompts: int = 64
+    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split)."""
+    max_steps: int = 100
+    """Optimizer steps (rounds = max_steps / (epochs x minibatches))."""
+    lr: float = 1e-5
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 5
+    """Linear warmup steps."""
+    eval_every: int = 25
+    """Held-out reward every N steps (0 = only at the end)."""
+    ckpt_every: int = 25
+    """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
+
+
+@dataclass
+class PPOConfig:
+    """``llmkit ppo``: InstructGPT-style RLHF with a value head, GAE and a KL-shaped reward."""
+
+    prompts: str = ""
+    """Prompts: a JSONL file (``prompt`` as text or messages) or ``tasks:NAME,NAME``."""
+    reward_model: str = ""
+    """A reward model checkpoint (``llmkit reward``); or leave empty and set ``reward``."""
+    reward: str = ""
+    """Instead of a reward model: ``path/to/file.py:function`` or ``verifier`` (as for GRPO)."""
+    samples: int = 1
+    """Completions sampled per prompt."""
+    prompts_per_round: int = 16
+    """Prompts per rollout batch."""
+    epochs: int = 4
+    """Passes over each rollout batch."""
+    minibatches: int = 1
+    """Optimizer steps per pass over a rollout batch."""
+    max_new_tokens: int = 64
+    """Longest completion sampled."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts (the loss uses the same)."""
+    clip: float = 0.2
+    """Clip range of the policy ratio."""
+    value_clip: float = 0.2
+    """Clip range of the value change."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    gamma: float = 1.0
+    """Discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    kl_coef: float = 0.05
+    """Per-token KL penalty to the starting model, subtracted from the reward."""
+    task_examples: int = 2000
+    """With ``tasks:`` prompts, training prompts per task."""
+    eval_prompts: int = 64
+    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split)."""
+    max_steps: int = 100
+    """Optimizer steps."""
+    lr: float = 1e-5
+    """Peak AdamW learning rate."""
+    warmup_steps: int = 5
+    """Linear warmup steps."""
+    eval_every: int = 25
+    """Held-out reward every N steps (0 = only at the end)."""
+    ckpt_every: int = 25
+    """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
+
+
+@dataclass
+class DistillConfig:
+    """``llmkit distill``: a student learns a teacher's next-token distributions."""
+
+    teacher: str = ""
+    """Teacher checkpoint (must share the student's tokenizer)."""
+    data: str = ""
+    """``pretrain`` (the run's token shards) or a JSONL file of chat conversations (``messages``)."""
+    divergence: str = "forward"
+    """``forward`` KL(teacher||student), ``reverse`` KL(student||teacher) or ``mix`` of both."""
+    mix: float = 0.5
+    """With ``mix``: weight of the reverse KL."""
+    temperature: float = 1.0
+    """Softening of both distributions (the loss is scaled by its square); 2.0 measured worse than
+    1.0 for language models (docs/alignment.md)."""
+    alpha: float = 0.8
+    """Weight of the distillation loss; 1 - alpha goes to the ordinary next-token loss."""
+    max_steps: int = 300
+    """Optimizer steps."""
+    lr: float = 3e-3
+    """Peak learning rate."""
+    warmup_steps: int = 20
+    """Linear warmup steps."""
+    eval_every: int = 100
+    """Validation every N steps (0 = only at the end)."""
+    ckpt_every: int = 100
+    """Resumable checkpoint every N steps."""
+    lora_rank: int = 0
+    """LoRA rank (``--lora``); 0 trains every weight."""
+
+
+@dataclass
 class SFTConfig:
     """Supervised fine-tuning (``llmkit sft`` and the speedrun's ``sft`` stage)."""
 
@@ -570,7 +782,7 @@ class EvalConfig:
 class PipelineConfig:
     """Which stages a run has, in order (see ``llmkit/stages/``)."""
 
-    stages: list[str] = field(default_factory=lambda: ["clean", "data", "pretrain", "samples", "sft", "eval"])
+    stages: list[str] = field(default_factory=lambda: ["clean", "data", "pretrain", "samples", "sft", "rl", "eval"])
     """Stage names run in this order by ``llmkit speedrun``; each is skipped when complete."""
 
     def validate(self) -> None:
@@ -594,6 +806,11 @@ class RunConfig:
     sft: SFTConfig = field(default_factory=SFTConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     preset: str = ""
 
     def validate(self) -> RunConfig:
@@ -738,6 +955,20 @@ def resolve(
     cfg = _build(RunConfig, data, "").validate()
     if cfg.model.vocab_size != cfg.tokenizer.vocab_size:
         cfg.model.vocab_size = cfg.tokenizer.vocab_size
+    return cfg
+
+
+def stage_train_config(base: TrainConfig, stage) -> TrainConfig:
+    """``base`` (the ``train`` section) with the fields a stage's section also has (``max_steps``,
+    ``lr``, ``batch_size``...) taken from the stage: a fine-tuning stage states its own schedule,
+    and shares the device, dtype, seed and checkpointing settings. Fine-tuning uses AdamW with a
+    cosine schedule (Muon is a pretraining choice)."""
+    values = dataclasses.asdict(base)
+    values.update(optimizer="adamw", schedule="cosine", weight_decay=0.0)
+    names = {f.name for f in fields(TrainConfig)}
+    values.update({k: v for k, v in dataclasses.asdict(stage).items() if k in names})
+    cfg = TrainConfig(**values)
+    cfg.validate()
     return cfg
 
 

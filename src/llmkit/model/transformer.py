@@ -170,6 +170,14 @@ class LlamaBody(nn.Module):
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
 
+    def forward(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None):
+        """Final normalised hidden states (B, T, C) of ``input_ids`` (B, T)."""
+        x = self.embed_tokens(input_ids)  # (B, T, C)
+        cos, sin = self.rotary_emb(x, position_ids)  # (B or 1, T, 1, D) each; positions 0.. if None
+        for layer in self.layers:
+            x = layer(x, cos, sin, attn_mask, kv_cache, position_ids)
+        return self.norm(x)
+
 
 class Transformer(nn.Module):
     """Decoder-only LM: ``model(input_ids) -> logits (B, T, V)``."""
@@ -205,11 +213,7 @@ class Transformer(nn.Module):
 
     def hidden_states(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None):
         """Final normalised hidden states (B, T, C); reward/value heads read these."""
-        x = self.model.embed_tokens(input_ids)  # (B, T, C)
-        cos, sin = self.model.rotary_emb(x, position_ids)  # (B or 1, T, 1, D) each; positions 0.. if None
-        for layer in self.model.layers:
-            x = layer(x, cos, sin, attn_mask, kv_cache, position_ids)
-        return self.model.norm(x)
+        return self.model(input_ids, position_ids, attn_mask, kv_cache)
 
     def forward(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None, last_only: bool = False):
         """Logits (B, T, V), or (B, 1, V) for the last position only when ``last_only``.

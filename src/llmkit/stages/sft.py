@@ -66,17 +66,25 @@ def run_sft(ctx: StageContext):
     return result
 
 
-def accuracy_table(base: dict, sft: dict, few_shot: int) -> str:
+ACCURACY_HEADING = "Held-out task accuracy (base few-shot vs SFT)"
+"""The report section later stages (``rl``) extend with a column of their own."""
+
+
+def accuracy_table(base: dict, sft: dict, few_shot: int, later: dict[str, dict] | None = None) -> str:
     """Markdown: per task, n, the base model's k-shot accuracy and the SFT model's, each ± its
-    standard error."""
+    standard error; ``later`` adds a column per later stage (name -> its scores) on the same examples."""
+    later = later or {}
+
+    def cell(s):
+        return f"{100 * s['accuracy']:.1f}% ± {100 * s['stderr']:.1f}" if s else "-"
+
     lines = [
-        f"| task | n | base ({few_shot}-shot) | SFT |",
-        "| --- | ---: | ---: | ---: |",
+        f"| task | n | base ({few_shot}-shot) | SFT |" + "".join(f" {name} |" for name in later),
+        "| --- | ---: | ---: | ---: |" + " ---: |" * len(later),
     ]
     for name, s in sft.items():
-        b = base.get(name)
-        cell = f"{100 * b['accuracy']:.1f}% ± {100 * b['stderr']:.1f}" if b else "-"
-        lines.append(f"| {name} | {s['n']} | {cell} | {100 * s['accuracy']:.1f}% ± {100 * s['stderr']:.1f} |")
+        extra = "".join(f" {cell(scores.get(name))} |" for scores in later.values())
+        lines.append(f"| {name} | {s['n']} | {cell(base.get(name))} | {cell(s)} |{extra}")
     return "\n".join(lines)
 
 
@@ -84,9 +92,7 @@ def _report(ctx: StageContext) -> ReportSections:
     base = json.loads(ctx.path("sft/eval_base.json").read_text(encoding="utf-8"))
     sft = json.loads(ctx.path("sft/eval_sft.json").read_text(encoding="utf-8"))
     sections: ReportSections = {
-        "Held-out task accuracy (base few-shot vs SFT)": accuracy_table(
-            base["scores"], sft["scores"], base["few_shot"]
-        ),
+        ACCURACY_HEADING: accuracy_table(base["scores"], sft["scores"], base["few_shot"]),
         "SFT training": {
             "steps": sft["train"]["step"],
             "conversations": sft["train"]["conversations"],

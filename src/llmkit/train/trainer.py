@@ -47,6 +47,18 @@ class Task(Protocol):
     ``loss(model, batch)`` returns (sum of per-item losses, extra metrics).
     ``evaluate(model)`` returns validation metrics (may shard its work by ``dist`` rank).
     ``tokens(batch)`` is the number of tokens processed, for throughput.
+
+    Optional methods (looked up with ``getattr``; stages that do not need them leave them out):
+
+    ``prepare(model, step, info)`` runs before the batches of every optimizer step, with the
+    unwrapped model in eval mode and autograd off, and returns metrics for the step's row. RL tasks
+    generate their rollouts here from the current weights when a new rollout batch is due, then
+    serve several optimizer steps (epochs x minibatches) from it through ``batch``.
+    ``state_dict()`` / ``load_state_dict(state)``: task state that travels in ``trainer_state.pt``
+    (tensors, numbers, strings), e.g. the rollout batch of an unfinished round, so a run resumed
+    between two rollouts continues from the same samples.
+    ``export(model)`` returns the module to publish as the stage's model (default: ``model``),
+    e.g. the policy without PPO's value head.
     """
 
     def batch(self, step: int, index: int, total: int) -> dict[str, Any]: ...
@@ -142,6 +154,7 @@ class Trainer:
             },
             "data_position": {"step": self.step},
             "train_config": dict(vars(self.cfg).items()),
+            "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
         }
 
     def _load_state(self, path: Path) -> None:
@@ -158,6 +171,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(rng["cuda"])
         random.setstate((3, tuple(rng["python"].tolist()), None))
         np.random.set_state(("MT19937", rng["numpy"].numpy().astype(np.uint32), rng["numpy_pos"], 0, 0.0))
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(state.get("task") or {})
 
     def resume(self) -> bool:
         """Load the latest complete checkpoint, if any, and cut ``metrics.jsonl`` back to it."""
@@ -209,16 +224,27 @@ class Trainer:
             self.ckpts.save(self.step, self.raw_model, self.tokenizer, self._state(), extra_config=self.extra_config)
         distributed.barrier(self.info)
 
+    def _prepare(self) -> dict[str, float]:
+        """The task's ``prepare`` hook (RL rollouts from the current weights), if it has one."""
+        prepare = getattr(self.task, "prepare", None)
+        if prepare is None:
+            return {}
+        self.model.eval()
+        with torch.no_grad(), self._autocast():
+            out = prepare(self.raw_model, self.step, self.info) or {}
+        self.model.train()
+        return out
+
     def train_step(self) -> dict[str, float]:
         """One optimizer step: accumulate micro-batches, clip, update. Returns step metrics."""
         cfg, info = self.cfg, self.info
+        extra: dict[str, float] = dict(self._prepare())
         total = cfg.grad_accum * info.world_size
         batches = [self.task.batch(self.step, m * info.world_size + info.rank, total) for m in range(cfg.grad_accum)]
         count = torch.tensor(float(sum(float(b["count"]) for b in batches)), device=self.device)
         count = distributed.all_reduce_sum(count, info)  # global normaliser: exact token-weighted mean
         set_lr(self.optimizers, lr_factor(self.step, cfg))
         loss_sum = torch.zeros((), device=self.device)
-        extra: dict[str, float] = {}
         tokens = 0
         for m, batch in enumerate(batches):
             sync = m == len(batches) - 1 or not info.enabled
@@ -281,6 +307,7 @@ class Trainer:
         tok_total, t_train = 0, 0.0
         window_tokens, window_t = 0, time.perf_counter()
         last_eval: dict[str, float] = {}
+        last_eval_step = -1
         while self.step < cfg.max_steps:
             t0 = time.perf_counter()
             row = self.train_step()
@@ -303,7 +330,7 @@ class Trainer:
             else:
                 bar.update(self.step, None)
             if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.max_steps):
-                last_eval = self.evaluate()
+                last_eval, last_eval_step = self.evaluate(), self.step
                 self._log({"step": self.step, **last_eval})
                 bar.note(last_eval)
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.max_steps:
@@ -315,11 +342,13 @@ class Trainer:
                     self._save()
                 break
         bar.close()
-        if not last_eval or (cfg.eval_every and self.step % cfg.eval_every):
+        if last_eval_step != self.step:  # the final weights are always evaluated, once
             last_eval = self.evaluate()
             self._log({"step": self.step, **last_eval})
         if info.is_main:
-            publish_model(self.out_dir, self.raw_model, self.tokenizer, extra_config=self.extra_config)
+            export = getattr(self.task, "export", None)
+            published = export(self.raw_model) if export else self.raw_model
+            publish_model(self.out_dir, published, self.tokenizer, extra_config=self.extra_config)
             from llmkit.report import plot_metrics
 
             plot_metrics(self.metrics_path, self.out_dir / "loss.png")
@@ -381,6 +410,8 @@ class _Progress:
         if row is None:
             return
         text = f"loss {row['loss']:.4f} | {row['tokens_per_s']:,.0f} tok/s | mfu {100 * row['mfu']:.1f}%"
+        if "reward" in row:  # RL: the latest rollout round's mean reward
+            text += f" | reward {row['reward']:.3f}"
         if self.bar is not None:
             self.bar.set_postfix_str(text + self.extra, refresh=False)
         else:

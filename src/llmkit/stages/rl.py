@@ -1,0 +1,82 @@
+"""The ``rl`` stage: GRPO with the task suite's verifiers as rewards, from the SFT model -> ``rl/``.
+
+GRPO is the RL method of the speedrun because its reward is exact (a verifier, no reward model to
+train or to be gamed) and it needs no value model; docs/alignment.md has the measurements behind
+the choice. The stage trains on ``grpo.prompts`` (default: the SFT stage's suite tasks), then
+scores the RL model on the very held-out examples the SFT stage scored, so the report's accuracy
+table gains an RL column that compares like with like. Writes ``rl/`` (the model in HF layout,
+checkpoints, metrics.jsonl, loss.png) and ``rl/eval_rl.json``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from llmkit.console import say
+from llmkit.files import atomic_write_json
+from llmkit.stages import ReportSections, Stage, StageContext
+from llmkit.stages.sft import ACCURACY_HEADING, accuracy_table
+
+
+def _prompts(cfg) -> str:
+    return cfg.grpo.prompts or "tasks:" + ",".join(cfg.sft.tasks)
+
+
+def run_rl(ctx: StageContext) -> None:
+    from llmkit.checkpoint import load_model
+    from llmkit.tasks import Example
+    from llmkit.tasks.runner import evaluate_tasks
+    from llmkit.tokenizer import Tokenizer
+    from llmkit.train.grpo import run_grpo
+
+    cfg, info = ctx.cfg, ctx.info
+    sft, out = ctx.path("sft"), ctx.path("rl")
+    cfg.grpo.prompts = _prompts(cfg)
+    summary = run_grpo(sft, out, cfg)
+    if not info.is_main:
+        return
+    examples = [Example.from_dict(d) for d in json.loads((sft / "eval_sft.json").read_text("utf-8"))["examples"]]
+    result = evaluate_tasks(load_model(out), Tokenizer.load(out), examples, mode="chat")
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text("utf-8").splitlines()]
+    rewards = [r["reward"] for r in rows if "reward" in r]
+    atomic_write_json(
+        out / "eval_rl.json",
+        {
+            "scores": result.table(),
+            "responses": result.responses,
+            "train": {**summary, "tasks": cfg.grpo.prompts, "first_reward": rewards[:1], "last_reward": rewards[-1:]},
+        },
+    )
+    mean = sum(s.accuracy for s in result.scores.values()) / max(1, len(result.scores))
+    say(f"rl: mean held-out accuracy {100 * mean:.1f}% -> {out}")
+
+
+def _report(ctx: StageContext) -> ReportSections:
+    base = json.loads(ctx.path("sft/eval_base.json").read_text("utf-8"))
+    sft = json.loads(ctx.path("sft/eval_sft.json").read_text("utf-8"))
+    rl = json.loads(ctx.path("rl/eval_rl.json").read_text("utf-8"))
+    train = rl["train"]
+    sections: ReportSections = {
+        ACCURACY_HEADING: accuracy_table(base["scores"], sft["scores"], base["few_shot"], {"RL": rl["scores"]}),
+        "RL training (GRPO, verifier rewards)": {
+            "tasks": train["tasks"].removeprefix("tasks:"),
+            "steps": train["step"],
+            "mean reward, first rollout round": train["first_reward"][0] if train["first_reward"] else "-",
+            "mean reward, last rollout round": train["last_reward"][0] if train["last_reward"] else "-",
+            "training time (s)": train["train_seconds"],
+        },
+    }
+    if ctx.path("rl/loss.png").is_file():
+        sections["RL curves"] = "![rl](rl/loss.png)"
+    return sections
+
+
+STAGE = Stage(
+    name="rl",
+    summary="GRPO on the task suite with verifier rewards, from the SFT model; held-out accuracy beside SFT's",
+    reads=("sft",),
+    writes=("rl",),
+    run=run_rl,
+    report=_report,
+    all_ranks=True,
+)

@@ -1,0 +1,99 @@
+"""Distillation: a student taught by a 4x larger teacher reaches a lower validation loss than the same
+student trained on the data alone for the same steps; a teacher with another tokenizer is refused."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from llmkit.checkpoint import save_checkpoint
+from llmkit.config import ModelConfig, TrainConfig
+from llmkit.data.corpora import corpus_documents
+from llmkit.model.transformer import Transformer
+from llmkit.tokenizer import Tokenizer
+from llmkit.train.distill import DistillTask
+from llmkit.train.pretrain import PretrainTask
+from llmkit.train.trainer import Trainer
+
+
+class ByteShards:
+    """Enough of TokenShards for PretrainTask: UTF-8 bytes as tokens (no tokenizer needed)."""
+
+    def __init__(self, data: bytes):
+        self.tokens = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def window(self, start, length):
+        return self.tokens[start : start + length]
+
+
+def model(width, layers):
+    torch.manual_seed(0)
+    return Transformer(
+        ModelConfig(
+            vocab_size=256,
+            hidden_size=width,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=64,
+        )
+    )
+
+
+def fit(net, task, out, steps, lr):
+    cfg = TrainConfig(
+        max_steps=steps, batch_size=8, seq_len=48, lr=lr, warmup_steps=5, eval_every=0, eval_batches=4,
+        ckpt_every=steps, log_every=steps, dtype="fp32", device="cpu", weight_decay=0.0,
+    )  # fmt: skip
+    return Trainer(net, task, cfg, out).fit().final_eval["val_loss"]
+
+
+@pytest.mark.slow
+def test_a_student_learns_more_from_a_4x_teacher_than_from_the_data_alone(tmp_path):
+    docs = corpus_documents("shakespeare")
+    text = "".join(next(docs) for _ in range(3))[:200_000].encode()
+    train, val = ByteShards(text[:180_000]), {"val": ByteShards(text[180_000:])}
+
+    def data():
+        return PretrainTask(train, val, 48, 8, torch.ones(256, dtype=torch.long), seed=1, eval_batches=4)
+
+    teacher = model(64, 4)
+    fit(teacher, data(), tmp_path / "teacher", 200, 3e-3)
+    teacher.requires_grad_(False).eval()
+    student_params, teacher_params = model(32, 2).num_params(False), teacher.num_params(False)
+    assert teacher_params >= 4 * student_params
+    alone = fit(model(32, 2), data(), tmp_path / "alone", 40, 3e-3)
+    taught = fit(model(32, 2), DistillTask(data(), teacher, temperature=2.0, alpha=0.5), tmp_path / "taught", 40, 3e-3)
+    assert taught < alone - 0.05, (taught, alone)
+
+
+def test_a_teacher_with_another_tokenizer_is_refused(tmp_path):
+    """Run data prepared with the teacher's tokenizer, a student checkpoint with its own."""
+    import json
+
+    from llmkit.data.shards import write_shards
+
+    text = "The quick brown fox jumps over the lazy dog. 敏捷的棕色狐狸跳过了懒狗。 " * 40
+    cfg = ModelConfig(
+        vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=64
+    )
+    tok = Tokenizer.train([text], 320, show_progress=False)
+    save_checkpoint(tmp_path / "teacher", Transformer(cfg), tokenizer=tok)
+    save_checkpoint(tmp_path / "student", Transformer(cfg), tokenizer=Tokenizer.train([text + " more"], 320, False))
+    run = tmp_path / "run"
+    tok.save(run / "tokenizer")
+    for part in ("train", "val/text"):
+        write_shards([text], tok, run / "data" / part, show_progress=False)
+    (run / "data" / "stats.json").write_text(json.dumps({"val_sets": ["text"]}))
+    args = ["distill", "--teacher", tmp_path / "teacher", "--out", tmp_path / "out", "--run-dir", run]
+    r = subprocess.run(
+        [sys.executable, "-m", "llmkit.cli", *map(str, [*args, "--student", tmp_path / "student"])],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "teacher's tokenizer differs from the model's" in r.stderr.strip().splitlines()[-1], r.stderr[-500:]
