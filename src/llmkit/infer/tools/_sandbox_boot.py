@@ -105,7 +105,8 @@ def main() -> None:
         _, status = os.waitpid(pid, 0)
         if os.WIFSIGNALED(status):
             sig = os.WTERMSIG(status)
-            signal.signal(sig, signal.SIG_DFL)
+            if sig not in (signal.SIGKILL, signal.SIGSTOP):  # these two keep their action anyway
+                signal.signal(sig, signal.SIG_DFL)
             os.kill(os.getpid(), sig)
         sys.exit(os.WEXITSTATUS(status))
     if as_uid >= 0:  # root hands the code to an ordinary user: no capabilities, and NPROC applies
@@ -116,6 +117,7 @@ def main() -> None:
         drop_capabilities(libc)
     landlock(libc, work, python)
     limit_resources(cpu, memory_mb, file_mb, nproc)
+    signal.signal(signal.SIGXCPU, signal.SIG_DFL)  # a parent that ignores it would leave only the hard limit's SIGKILL
     os.chdir(work)
     os.execv(python, [python, "-I", "-B", "main.py"])
 
