@@ -5,8 +5,9 @@
 steps with comparable filters on the same documents, and datatrove's whole pipeline (reader ->
 ftfy -> Gopher quality -> Gopher repetition -> PII -> MinHash signatures, one task) against
 llmkit's (``clean_corpus``, one worker). datatrove's word-based steps get its WhitespaceTokenizer
-(its default English tokenizer needs spaCy; its language filter needs a fastText model download,
-so it has no row). Each figure is the best of ``--repeats`` alternating runs.
+with words split by ``str.split`` (its own word splitting, and its default English tokenizer, need
+spaCy; its language filter needs a fastText model download, so it has no row). Each figure is the
+best of ``--repeats`` alternating runs.
 
 ``--quality``: a deliberately dirty corpus (the speedrun corpora plus planted exact and near
 duplicates, boilerplate lines and noise documents), a cpu-tiny model trained on it as is and
@@ -46,6 +47,34 @@ def _mb(docs) -> float:
     return sum(len(d.encode("utf-8")) for d in docs) / 1e6
 
 
+def whitespace_words():
+    """datatrove's WhitespaceTokenizer (its sentence splitting) with words from ``str.split``.
+
+    datatrove 0.10's own ``word_tokenize`` goes through spaCy, which is not installed here; a plain
+    split is the cheapest word splitter there is, so this favours datatrove, if anything.
+    """
+    from datatrove.utils.word_tokenizers import WhitespaceTokenizer
+
+    class SplitWords(WhitespaceTokenizer):
+        def word_tokenize(self, text) -> list[str]:
+            return text.split()
+
+    return SplitWords()
+
+
+def datatrove_xxhash_str():
+    """Let datatrove 0.10's xxhash functions take ``str`` again, as they did before xxhash 4.
+
+    xxhash 4 refuses ``str`` ("Strings must be encoded before hashing"), which breaks datatrove's
+    MinHash shingles; hashing the UTF-8 bytes is what xxhash 3 did with a ``str``.
+    """
+    import xxhash
+    from datatrove.utils.hashes import xxhash as dt_xxhash
+
+    dt_xxhash.xxhash32 = lambda data: xxhash.xxh32_intdigest(data.encode() if isinstance(data, str) else data)
+    dt_xxhash.xxhash64 = lambda data: xxhash.xxh64_intdigest(data.encode() if isinstance(data, str) else data)
+
+
 def best(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
@@ -60,7 +89,6 @@ def throughput(repeats: int) -> None:
     from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
     from datatrove.pipeline.filters import GopherQualityFilter, GopherRepetitionFilter
     from datatrove.pipeline.formatters import FTFYFormatter, PIIFormatter
-    from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 
     from llmkit.data.clean import langid, normalise, pii, quality, repetition
     from llmkit.data.clean.dedup import signature
@@ -68,7 +96,8 @@ def throughput(repeats: int) -> None:
 
     docs = corpus()
     mb = _mb(docs)
-    ws = WhitespaceTokenizer()
+    ws = whitespace_words()
+    datatrove_xxhash_str()
     q, r = quality.QualityThresholds(), repetition.RepetitionThresholds()
     langid.identify("warm up")
     signature(tokens("warm up the permutations"), 5, 128)
@@ -120,7 +149,6 @@ def pipelines(docs: list[str], mb: float, repeats: int) -> None:
     from datatrove.pipeline.formatters import FTFYFormatter, PIIFormatter
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
-    from datatrove.utils.word_tokenizers import WhitespaceTokenizer
 
     from llmkit.data.clean import clean_corpus
 
@@ -128,7 +156,8 @@ def pipelines(docs: list[str], mb: float, repeats: int) -> None:
     src = tmp / "in" / "corpus.jsonl"
     src.parent.mkdir()
     src.write_text("".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
-    ws = WhitespaceTokenizer()
+    ws = whitespace_words()
+    datatrove_xxhash_str()
 
     def ours(workers: int, dedup: str):
         def run():
