@@ -12,7 +12,7 @@ Peers (each started here on a free port, one at a time, same checkpoint director
   * ``transformers serve CKPT --continuous-batching`` (transformers' paged continuous batching);
   * ``transformers serve CKPT`` (one request at a time through ``generate``), with ``--peer-plain``.
 
-    python benchmarks/bench_serve.py runs/cpu-tiny/pretrain --big /tmp/llmkit-100m
+    python benchmarks/bench_serve.py runs/cpu-tiny/base --big /tmp/llmkit-100m
     python benchmarks/bench_serve.py CKPT --levels 1,4,16 --requests 2 --peer none   # quick look
 
 ``--big DIR`` serves a ~100M-parameter model too: random weights in llmkit's format, written to DIR
@@ -277,7 +277,7 @@ def table(model_label: str, rows: list[dict]) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("checkpoint", type=Path, help="the default speedrun's model (e.g. runs/cpu-tiny/pretrain)")
+    ap.add_argument("checkpoint", type=Path, help="the default speedrun's model (e.g. runs/cpu-tiny/base)")
     ap.add_argument("--big", type=Path, default=None, help="also a ~100M random model, written here if absent")
     ap.add_argument(
         "--big-only", action="store_true", help="measure only the ~100M model (its tokenizer: CHECKPOINT's)"
