@@ -10,6 +10,7 @@ or the answer that a capable model would; everything after the weights is the pr
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import openai
@@ -199,3 +200,30 @@ def test_retrieval_returns_the_sources(client):
     )
     assert chunks[0].model_extra["sources"][0]["source"].endswith("公司.txt")
     assert all("sources" not in c.model_extra for c in chunks[1:])
+
+
+def test_the_chat_page_shows_the_sources(server):
+    """In a real browser, under the page's own Content-Security-Policy: the sources of a reply
+    are listed under it, as text, and follow the interface's language."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_serve_page import CHROMIUM, FLAGS, _install_chromium
+
+    _install_chromium()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        page = browser.new_page()
+        page.goto(server.url + "/")
+        page.click("#settings-toggle")
+        page.fill("#api-key", API_KEY)
+        page.press("#api-key", "Tab")
+        page.locator("#model option").first.wait_for(state="attached")
+        page.fill("#max-tokens", "4")
+        page.fill("#input", "What code opens the north warehouse?")
+        page.press("#input", "Enter")
+        first = page.locator(".msg.assistant .sources li").first
+        expect(first).to_have_text(re.compile(r"^\[1\] .*warehouse\.md \(lines 1-3\)$"), timeout=60_000)
+        assert "4417" in first.get_attribute("title")
+        page.click("#lang")
+        expect(page.locator(".msg.assistant .sources .label")).to_have_text("资料来源")
+        browser.close()
