@@ -227,3 +227,27 @@ def test_the_chat_page_shows_the_sources(server):
         page.click("#lang")
         expect(page.locator(".msg.assistant .sources .label")).to_have_text("资料来源")
         browser.close()
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [ROME_REPLY, CALL, "No call here, <b>but markup</b> <tool", "Let me see.  \n<tool_call>{broken", CALL + CALL, ""],
+)
+def test_a_streamed_reply_splits_as_the_whole_reply_does(reply):
+    """Whatever pieces the text arrives in, the content sent and the calls at the end are what the
+    non-streamed response has, and no part of a call is ever sent as content."""
+    from llmkit.serve.tools import ToolStream, split_reply, tool_mode
+
+    for tool_choice in (None, "none", {"type": "function", "function": {"name": "get_weather"}}):
+        mode = tool_mode([WEATHER], tool_choice, None)
+        text = reply[len(mode.prefix) :] if reply.startswith(mode.prefix) else reply
+        content, calls = split_reply(mode.prefix + text, mode, "call")
+        for size in (1, 2, 5):
+            stream = ToolStream(mode, "call")
+            sent = "".join(stream.push(text[i : i + size]) for i in range(0, len(text), size))
+            rest, streamed_calls = stream.finish()
+            assert sent + rest == (content or "") and streamed_calls == calls, (tool_choice, size)
+            if calls:
+                assert "<tool_call" not in sent
+    # two calls in one reply are two calls (parallel_tool_calls is on by default)
+    assert len(split_reply(CALL + CALL, tool_mode([WEATHER], None, None), "call")[1]) == 2

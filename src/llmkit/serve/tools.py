@@ -27,7 +27,7 @@ from llmkit.infer.tools import parse_tool_calls
 from llmkit.infer.tools.base import CALL_OPEN, ToolCall
 from llmkit.serve.errors import bad_request
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SCHEMA_EXAMPLE = (
     '{"type": "function", "function": {"name": "get_weather", "description": "...", '
     '"parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}'
@@ -59,15 +59,13 @@ def tool_mode(tools, tool_choice, parallel_tool_calls: bool | None) -> ToolMode:
     if isinstance(choice, str):
         if choice not in ("auto", "none", "required"):
             raise bad_request(
-                f'tool_choice {choice!r} is not one of "auto", "none", "required" or '
+                f'tool_choice {repr(choice)[:80]} is not one of "auto", "none", "required" or '
                 '{"type": "function", "function": {"name": ...}}',
                 "tool_choice",
             )
-        if choice != "none" and not schemas:
-            if choice == "required":
-                raise bad_request('tool_choice "required" needs tools: give them in "tools"', "tool_choice")
-            return ToolMode()
-        if choice == "none":
+        if choice == "required" and not schemas:
+            raise bad_request('tool_choice "required" needs tools: give them in "tools"', "tool_choice")
+        if choice == "none" or not schemas:
             return ToolMode()
         prefix = CALL_OPEN + '{"name": "' if choice == "required" else ""
         return ToolMode(schemas, names, prefix, parallel_tool_calls is not False)
@@ -80,7 +78,7 @@ def tool_mode(tools, tool_choice, parallel_tool_calls: bool | None) -> ToolMode:
     if name not in names:
         offered = ", ".join(names) or "none"
         raise bad_request(
-            f"tool_choice names the tool {name!r}, which is not in tools (offered: {offered})", "tool_choice"
+            f"tool_choice names the tool {repr(name)[:80]}, which is not in tools (offered: {offered})", "tool_choice"
         )
     prefix = CALL_OPEN + '{"name": ' + json.dumps(name, ensure_ascii=False) + ', "arguments":'
     return ToolMode(schemas, names, prefix, parallel_tool_calls is not False)
@@ -100,9 +98,10 @@ def _check_tools(tools) -> list[dict]:
         if not isinstance(fn, dict):
             raise bad_request(f'{where}: "function" must be an object like {_SCHEMA_EXAMPLE}', f"{where}.function")
         name = fn.get("name")
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise bad_request(
-                f"{where}.function.name must be 1-64 letters, digits, _ or -, got {name!r}", f"{where}.function.name"
+                f"{where}.function.name must be 1-64 letters, digits, _ or -, got {repr(name)[:80]}",
+                f"{where}.function.name",
             )
         if name in seen:
             raise bad_request(
@@ -165,9 +164,10 @@ def template_message(i: int, m, previous: list[dict]) -> dict:
         arguments = fn.get("arguments", "{}")
         try:
             parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, RecursionError) as e:
+            why = getattr(e, "msg", "nested too deeply")
             raise bad_request(
-                f"{where}.function.arguments is not valid JSON ({e.msg})", f"{where}.function.arguments"
+                f"{where}.function.arguments is not valid JSON ({why})", f"{where}.function.arguments"
             ) from None
         if not isinstance(parsed, dict):
             raise bad_request(f"{where}.function.arguments must be a JSON object", f"{where}.function.arguments")
