@@ -1,7 +1,7 @@
 """The ``pretrain`` stage: the data stage's shards -> a pretrained base model in ``base/``.
 
-Runs on every ``torchrun`` process (DDP or FSDP2, ``train.parallel``). A killed run resumes from ``base/checkpoints/`` when the
-stage runs again.
+Runs on every ``torchrun`` process (DDP or FSDP2, ``train.parallel``). A killed run resumes from
+``base/checkpoints/`` when the stage runs again.
 """
 
 from __future__ import annotations
