@@ -56,8 +56,8 @@ def run_pretrain(ctx: StageContext):
         )
         memory = estimate(cfg.model, cfg.train, info.world_size)
         say(
-            f"pretrain: estimated memory per process {memory.total:.1f} GiB ({memory.describe()}; "
-            f"train.parallel={cfg.train.parallel}, activation_checkpointing={cfg.train.activation_checkpointing})"
+            f"pretrain: estimated memory per process {memory.describe()} with train.parallel={cfg.train.parallel}, "
+            f"activation_checkpointing={cfg.train.activation_checkpointing}"
         )
     trainer = Trainer(model, task, cfg.train, base, tokenizer=data.tokenizer, extra_config={"llmkit_stage": "base"})
     result = trainer.fit()

@@ -37,8 +37,13 @@ class MemoryEstimate:
         return self.weights + self.gradients + self.optimizer + self.gathered + self.activations + self.logits
 
     def describe(self) -> str:
+        """``12.3 GiB (weights 1.0 GiB, ...)``, in MiB below 1 GiB."""
         parts = ("weights", "gradients", "optimizer", "gathered", "activations", "logits")
-        return ", ".join(f"{name} {getattr(self, name):.1f}" for name in parts)
+        return f"{_size(self.total)} (" + ", ".join(f"{name} {_size(getattr(self, name))}" for name in parts) + ")"
+
+
+def _size(gib: float) -> str:
+    return f"{gib * 1024:.0f} MiB" if gib < 1 else f"{gib:.1f} GiB"
 
 
 def estimate(model: ModelConfig, train: TrainConfig, world_size: int) -> MemoryEstimate:

@@ -63,8 +63,8 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
         bf16, fp32 = measure_peak_flops("cpu", torch.bfloat16), measure_peak_flops("cpu", torch.float32)
         ratio = bf16 / fp32
         if ratio >= 1.3:
-            return Precision("bf16", torch.bfloat16, f"auto: this CPU's bf16 matmuls are {ratio:.1f}x fp32")
-        return Precision("fp32", torch.float32, f"auto: this CPU's bf16 matmuls are only {ratio:.1f}x fp32")
+            return Precision("bf16", torch.bfloat16, f"auto: this CPU's bf16 matmuls are {ratio:.2f}x fp32")
+        return Precision("fp32", torch.float32, f"auto: this CPU's bf16 matmuls are only {ratio:.2f}x fp32")
     return Precision("fp32", torch.float32, f"auto: {device.type}")
 
 
