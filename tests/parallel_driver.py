@@ -4,7 +4,8 @@ Run with ``torchrun --nproc_per_node=2 parallel_driver.py OUT``; process 0 write
 with Muon's parameters after two steps split across the processes (whole parameters as under DDP,
 and ``Shard(0)`` DTensors as under FSDP2), how many Newton-Schulz runs each process did, and the
 gradients of an FSDP2 model with and without activation checkpointing, and a DDP-layout optimizer
-state converted into an FSDP2 run. The test compares them with
+state converted into an FSDP2 run; processes also run different numbers of forwards with the
+parameters gathered (evaluation, rollouts), which must not hang. The test compares them with
 one process (``muon_case`` run in the test).
 """
 
@@ -97,6 +98,24 @@ def converted_optimizer_state() -> tuple[dict, dict]:
     return expected.get("state"), converted.get("state")
 
 
+def uneven_forwards_while_gathered() -> int:
+    """Processes run different numbers of forwards (their shares of evaluation items, rollouts of
+    different lengths) inside ``gathered``: that must need no collective, or it would hang."""
+    from llmkit.config import TrainConfig
+    from llmkit.train import parallel
+    from llmkit.train.distributed import DistInfo
+
+    model = tiny_model()
+    parallel.wrap(model, TrainConfig(parallel="fsdp"), DistInfo(rank=dist.get_rank(), world_size=2), torch.float32)
+    model(torch.arange(8)[None]).sum().backward()  # a training step first, as in the loop
+    with torch.no_grad(), parallel.gathered(model):
+        for _ in range(3 if dist.get_rank() == 0 else 1):
+            model(torch.arange(4)[None])
+            model.head(model.hidden_states(torch.arange(4)[None]))  # the engine's entry points
+    dist.barrier()
+    return 3 if dist.get_rank() == 0 else 1
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -117,6 +136,7 @@ if __name__ == "__main__":
         "grads_plain": fsdp_grads(False),
         "grads_checkpointed": fsdp_grads(True),
         "optimizer_whole_and_converted": converted_optimizer_state(),
+        "uneven_forwards": uneven_forwards_while_gathered(),
     }
     if dist.get_rank() == 0:
         torch.save(results, Path(sys.argv[1]) / "results.pt")

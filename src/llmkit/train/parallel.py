@@ -35,7 +35,6 @@ from torch.distributed.fsdp import (
     MixedPrecisionPolicy,
     OffloadPolicy,
     fully_shard,
-    register_fsdp_forward_method,
 )
 from torch.distributed.tensor import DTensor
 
@@ -112,10 +111,9 @@ def wrap(model: nn.Module, cfg: TrainConfig, info: DistInfo, compute_dtype: torc
     offload = CPUOffloadPolicy() if cfg.cpu_offload else OffloadPolicy()
     for block in [m for m in model.modules() if isinstance(m, DecoderLayer)]:
         fully_shard(block, mp_policy=policy, offload_policy=offload)
+    # Only forward() gathers a unit's shards. The engine's other entry points (hidden_states, head)
+    # run inside gathered(); hooking them as well would reshard the root when the nested call ends.
     fully_shard(model, mp_policy=policy, offload_policy=offload)
-    for module in model.modules():  # entry points other than forward() must gather the root's shards too
-        if isinstance(module, FSDPModule) and hasattr(module, "hidden_states"):
-            register_fsdp_forward_method(module, "hidden_states")
     return model
 
 
