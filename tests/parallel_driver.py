@@ -5,7 +5,8 @@ with Muon's parameters after two steps split across the processes (whole paramet
 and ``Shard(0)`` DTensors as under FSDP2), how many Newton-Schulz runs each process did, and the
 gradients of an FSDP2 model with and without activation checkpointing, and a DDP-layout optimizer
 state converted into an FSDP2 run; processes also run different numbers of forwards with the
-parameters gathered (evaluation, rollouts), which must not hang. The test compares them with
+parameters gathered (evaluation, rollouts), which must not hang; and a sharded model's weights go
+to Hugging Face files and back. The test compares them with
 one process (``muon_case`` run in the test).
 """
 
@@ -116,6 +117,30 @@ def uneven_forwards_while_gathered() -> int:
     return 3 if dist.get_rank() == 0 else 1
 
 
+def weights_round_trip(directory: Path) -> float:
+    """Gather a trained FSDP2 model into Hugging Face files (as checkpoints do), load them into a
+    fresh sharded model (as a resume does: read on process 0, broadcast); the largest difference."""
+    from llmkit.checkpoint import save_checkpoint
+    from llmkit.config import TrainConfig
+    from llmkit.train import parallel
+    from llmkit.train.distributed import DistInfo
+
+    info = DistInfo(rank=dist.get_rank(), world_size=2)
+    trained = tiny_model()
+    parallel.wrap(trained, TrainConfig(parallel="fsdp"), info, torch.float32)
+    trained(torch.arange(8)[None]).sum().backward()
+    torch.optim.SGD(trained.parameters(), lr=0.1).step()  # weights no fresh model has
+    full = parallel.full_state_dict(trained)
+    if info.is_main:
+        save_checkpoint(directory / "ckpt", trained, state_dict=full)
+    dist.barrier()
+    fresh = tiny_model()
+    parallel.wrap(fresh, TrainConfig(parallel="fsdp"), info, torch.float32)
+    parallel.load_full_weights(fresh, directory / "ckpt", info)
+    pairs = zip(trained.parameters(), fresh.parameters(), strict=True)
+    return max((a.full_tensor() - b.full_tensor()).abs().max().item() for a, b in pairs)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -137,6 +162,7 @@ if __name__ == "__main__":
         "grads_checkpointed": fsdp_grads(True),
         "optimizer_whole_and_converted": converted_optimizer_state(),
         "uneven_forwards": uneven_forwards_while_gathered(),
+        "weights_round_trip": weights_round_trip(Path(sys.argv[1])),
     }
     if dist.get_rank() == 0:
         torch.save(results, Path(sys.argv[1]) / "results.pt")

@@ -212,6 +212,7 @@ def test_muon_split_across_two_processes_equals_one_and_fsdp_checkpointing_keeps
     )
     assert r.returncode == 0, r.stderr[-3000:]
     got = torch.load(tmp_path / "results.pt")
+    assert got["weights_round_trip"] == 0.0  # gathered to HF files, read on process 0, broadcast, sharded
     assert got["uneven_forwards"] == 3  # process 0 ran 3 forwards, process 1 one, gathered: no hang
     assert got["newton_schulz_calls"] == [6, 4]  # 5 matrices x 2 steps, split 3/2 per step
     one = muon_case()

@@ -38,6 +38,7 @@ from torch.distributed.fsdp import (
 )
 from torch.distributed.tensor import DTensor
 
+from llmkit.checkpoint import read_weights
 from llmkit.config import TrainConfig
 from llmkit.errors import ConfigError
 from llmkit.model.transformer import DecoderLayer, LlamaBody
@@ -169,12 +170,14 @@ def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def load_full_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a full (Hugging Face file) state dict into a sharded model: each process keeps its shards."""
-    tied = model.config.tie_word_embeddings
-    if tied and "lm_head.weight" not in state:
-        state = {**state, "lm_head.weight": state["model.embed_tokens.weight"]}
-    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True))
+def load_full_weights(model: nn.Module, directory: Path, info: DistInfo) -> None:
+    """Load a checkpoint's Hugging Face weights into a sharded model: process 0 reads the file and
+    broadcasts each tensor, every process keeps its shards (one copy in host memory, not one per
+    process). Collective."""
+    state = read_weights(directory) if info.is_main else {}
+    if state and model.config.tie_word_embeddings and "lm_head.weight" not in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    set_model_state_dict(model, state, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
 
 
 def save_optimizers(model: nn.Module, optimizers: list[torch.optim.Optimizer], path: Path) -> None:

@@ -1,8 +1,8 @@
 """The one training loop. Every stage (pretrain, SFT, reward, DPO, PPO, GRPO, distillation) plugs in
 a :class:`Task` (data + loss + evaluation) and reuses everything else here: optimizers and
-schedule, gradient accumulation, mixed precision (fp16 loss scaling), clipping, DDP or FSDP2,
-activation checkpointing, evaluation, atomic checkpoints,
-exact resume, progress, ``metrics.jsonl`` and the loss plot.
+schedule, gradient accumulation, mixed precision (fp16 loss scaling), clipping, DDP or FSDP2
+(``parallel.py``), activation checkpointing, evaluation, atomic checkpoints, exact resume, progress,
+``metrics.jsonl`` and the loss plot.
 
 Exact resume rests on three rules: a batch is a pure function of (seed, step, micro-batch index),
 so the data position is just the step; all RNG states travel in ``trainer_state.pt``; and
@@ -156,12 +156,12 @@ class Trainer:
         }
 
     def _load_state(self, path: Path) -> None:
-        from llmkit.checkpoint import load_model_weights, read_weights
+        from llmkit.checkpoint import load_model_weights
 
         state = load_trainer_state(path)
         parallel.check_global_batch(path, state, self.cfg, self.info.world_size)
         if self.sharded:
-            parallel.load_full_weights(self.raw_model, read_weights(path))
+            parallel.load_full_weights(self.raw_model, path, self.info)
         else:
             load_model_weights(self.raw_model, path)
         if state.get("optimizer_layout") == parallel.SHARDED_DIR:
@@ -300,7 +300,7 @@ class Trainer:
         if not self.scaler.enabled or self.scaler.consecutive >= MAX_CONSECUTIVE_SKIPS:
             _nan_guard((loss_sum / count).item(), f"step {self.step + 1}")
         self.step += 1
-        if self.scaler.enabled:  # fp16: the scale in use and how many steps were skipped so far
+        if self.scaler.enabled:  # fp16: the scale for the next step and how many steps were skipped so far
             extra.update(loss_scale=self.scaler.scale, skipped_steps=self.scaler.skipped)
         return {
             "loss": (loss_sum / count).item(),
