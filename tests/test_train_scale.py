@@ -147,9 +147,10 @@ def test_cli_fp8_on_cpu_exits_2_with_one_line(tmp_path):
 # ---- two processes (gloo) -------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def runs(tmp_path_factory):
-    """The same 10 steps and global batch (4 sequences) on one process, DDP x2 and FSDP2 x2."""
+    """The same 10 steps and global batch (4 sequences) on one process, DDP x2 and FSDP2 x2 (session
+    scope: built once in the worker that runs the "parallel" group, whatever runs in between)."""
     root = tmp_path_factory.mktemp("parallel")
     out = {"single": root / "single", "ddp": root / "ddp", "fsdp": root / "fsdp"}
     for r in (
