@@ -379,8 +379,8 @@ class TrainConfig:
     """Clip the global gradient norm to this (0 = off)."""
     dtype: str = "auto"
     """Compute precision (master weights stay fp32). ``auto``: bf16 on CUDA with bf16, fp16 on older
-    CUDA GPUs; on CPU bf16 only where this machine's measured bf16 matmul peak beats fp32 by 1.3x
-    (CPUs with AVX512-BF16 or AMX), else fp32; the log says what it picked. Or ``fp32``, ``bf16``,
+    CUDA GPUs; on CPU bf16 only where it has bf16 matmul instructions (AVX512-BF16, AMX, Arm BF16:
+    1.3-1.7x faster there), else fp32; the log says what it picked. Or ``fp32``, ``bf16``,
     ``fp16`` (dynamic loss scaling: steps with inf/nan gradients are skipped and counted), ``fp8``
     (torchao float8 linears; GPUs with compute capability 8.9+)."""
     compile: bool = False

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from llmkit.devices import fp8_unsupported
+from llmkit.devices import cpu_has_native_bf16, fp8_unsupported
 from llmkit.errors import ConfigError
 from llmkit.train.mfu import measure_peak_flops
 
@@ -44,8 +44,9 @@ class Precision:
 
 def resolve_precision(requested: str, device: torch.device) -> Precision:
     """``auto``: bf16 on CUDA with bf16 support, fp16 (with loss scaling) on older CUDA GPUs; on CPU
-    bf16 only when this machine's measured bf16 matmul peak beats fp32 by 1.3x (CPUs with
-    AVX512-BF16 or AMX), fp32 otherwise. Named choices are checked against the hardware."""
+    bf16 only when it has bf16 matmul instructions (CPUs with
+    AVX512-BF16, AMX, Arm BF16; a timing probe where the CPU flags cannot be read), fp32 otherwise.
+    Named choices are checked against the hardware."""
     if requested == "fp32":
         return Precision("fp32", torch.float32, "requested")
     if requested == "bf16":
@@ -60,8 +61,13 @@ def resolve_precision(requested: str, device: torch.device) -> Precision:
             return Precision("bf16", torch.bfloat16, f"auto: {torch.cuda.get_device_name(device)} has bf16")
         return Precision("fp16", torch.float16, f"auto: {torch.cuda.get_device_name(device)} lacks bf16")
     if device.type == "cpu":
+        native = cpu_has_native_bf16()
+        if native is not None:
+            if native:
+                return Precision("bf16", torch.bfloat16, "auto: this CPU has bf16 matmul instructions")
+            return Precision("fp32", torch.float32, "auto: this CPU has no bf16 matmul instructions")
         bf16, fp32 = measure_peak_flops("cpu", torch.bfloat16), measure_peak_flops("cpu", torch.float32)
-        ratio = bf16 / fp32
+        ratio = bf16 / fp32  # CPU flags unreadable: a timing probe decides
         if ratio >= 1.3:
             return Precision("bf16", torch.bfloat16, f"auto: this CPU's bf16 matmuls are {ratio:.2f}x fp32")
         return Precision("fp32", torch.float32, f"auto: this CPU's bf16 matmuls are only {ratio:.2f}x fp32")
