@@ -97,3 +97,39 @@ def test_a_teacher_with_another_tokenizer_is_refused(tmp_path):
     )  # fmt: skip
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "teacher's tokenizer differs from the model's" in r.stderr.strip().splitlines()[-1], r.stderr[-500:]
+
+
+def test_distilling_on_chat_conversations_scores_only_the_replies(tmp_path):
+    """``--data`` conversations: packed chat rows (attention kept inside each conversation), the loss
+    on the assistant's tokens, a tenth held out. A student that starts as a copy of the teacher has
+    nothing to learn from it (KL 0 before the first update) while the next-token loss is not 0."""
+    import json
+    import re
+
+    text = "What is two plus three? Five. 二加三等于几？五。 Name a colour: red, green, blue. " * 30
+    tok = Tokenizer.train([text], 320, show_progress=False)
+    cfg = ModelConfig(
+        vocab_size=320, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, max_position_embeddings=128
+    )
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "teacher", Transformer(cfg), tokenizer=tok)
+    with open(tmp_path / "chat.jsonl", "w", encoding="utf-8") as f:
+        for i in range(40):
+            q, a = (f"What is {i} plus 3?", f"{i + 3}.") if i % 2 else (f"{i} 加 3 等于几？", f"{i + 3}。")
+            f.write(
+                json.dumps({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}) + "\n"
+            )
+    out = tmp_path / "student"
+    args = ["distill", "--teacher", tmp_path / "teacher", "--student", tmp_path / "teacher", "--data"]
+    args += [tmp_path / "chat.jsonl", "--out", out, "--preset", "cpu-micro", "distill.max_steps=2"]
+    args += ["distill.eval_every=0", "distill.ckpt_every=2", "train.log_every=1", "train.device=cpu"]
+    r = subprocess.run(
+        [sys.executable, "-m", "llmkit.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    held = re.search(r"distill: (\d+) conversations \((\d+) held out\)", r.stderr)
+    assert held and int(held[1]) + int(held[2]) == 40 and 0 < int(held[2]) < 10, r.stderr[-1000:]
+    first = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["kd"] < 1e-6 and first["ce"] > 1.0, first
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["step"] == 2 and 0 < summary["val_loss"] < 10, summary

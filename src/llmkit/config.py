@@ -638,7 +638,8 @@ class DistillConfig:
     teacher: str = ""
     """Teacher checkpoint (must share the student's tokenizer)."""
     data: str = ""
-    """``pretrain`` (the run's token shards) or a JSONL file of chat conversations (``messages``)."""
+    """``pretrain`` or empty (the run's token shards), or chat conversations (a JSONL/JSON/Parquet
+    file, saved dataset or ``hf:NAME``, as ``sft.data`` reads them) with the loss on the replies."""
     divergence: str = "forward"
     """``forward`` KL(teacher||student), ``reverse`` KL(student||teacher) or ``mix`` of both."""
     mix: float = 0.5
