@@ -84,13 +84,17 @@ def test_a_teacher_with_another_tokenizer_is_refused(tmp_path):
     )
     tok = Tokenizer.train([text], 320, show_progress=False)
     save_checkpoint(tmp_path / "teacher", Transformer(cfg), tokenizer=tok)
-    save_checkpoint(tmp_path / "student", Transformer(cfg), tokenizer=Tokenizer.train([text + " more"], 320, False))
+    other = Tokenizer.train(
+        ["Lorem ipsum dolor sit amet, consectetur adipiscing elit. 床前明月光，疑是地上霜。 " * 40], 320, False
+    )
+    save_checkpoint(tmp_path / "student", Transformer(cfg), tokenizer=other)
     run = tmp_path / "run"
     tok.save(run / "tokenizer")
     for part in ("train", "val/text"):
         write_shards([text], tok, run / "data" / part, show_progress=False)
     (run / "data" / "stats.json").write_text(json.dumps({"val_sets": ["text"]}))
     args = ["distill", "--teacher", tmp_path / "teacher", "--out", tmp_path / "out", "--run-dir", run]
+    args += ["--preset", "cpu-micro", "distill.max_steps=2"]  # refused before training; 2 steps if not
     r = subprocess.run(
         [sys.executable, "-m", "llmkit.cli", *map(str, [*args, "--student", tmp_path / "student"])],
         capture_output=True, text=True, timeout=300,

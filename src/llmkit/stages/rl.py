@@ -51,6 +51,25 @@ def run_rl(ctx: StageContext) -> None:
     say(f"rl: mean held-out accuracy {100 * mean:.1f}% -> {out}")
 
 
+def accuracy_change(after: dict, before: dict) -> str:
+    """``+12.0 pts (+2.4 SE)``: the accuracy difference in points and in standard errors of the
+    difference (two independent samples), the measure of whether a stage changed a skill."""
+    se = (after["stderr"] ** 2 + before["stderr"] ** 2) ** 0.5
+    diff = after["accuracy"] - before["accuracy"]
+    return f"{100 * diff:+.1f} pts ({diff / se:+.1f} SE)" if se else f"{100 * diff:+.1f} pts"
+
+
+def _change_table(sft: dict, rl: dict, trained: set[str]) -> str:
+    lines = ["| task | n | SFT | RL | RL - SFT |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name in sorted(sft, key=lambda n: (n not in trained, n)):
+        s, r = sft[name], rl.get(name)
+        if r:
+            mark = " (trained)" if name in trained else ""
+            cells = [f"{100 * x['accuracy']:.1f}% ± {100 * x['stderr']:.1f}" for x in (s, r)]
+            lines.append(f"| {name}{mark} | {s['n']} | {cells[0]} | {cells[1]} | {accuracy_change(r, s)} |")
+    return "\n".join(lines)
+
+
 def _report(ctx: StageContext) -> ReportSections:
     base = json.loads(ctx.path("sft/eval_base.json").read_text("utf-8"))
     sft = json.loads(ctx.path("sft/eval_sft.json").read_text("utf-8"))
@@ -66,6 +85,10 @@ def _report(ctx: StageContext) -> ReportSections:
             "training time (s)": train["train_seconds"],
         },
     }
+    trained = set(train["tasks"].removeprefix("tasks:").split(","))
+    sections["RL effect: held-out accuracy, SFT -> RL (same examples)"] = _change_table(
+        sft["scores"], rl["scores"], trained
+    )
     if ctx.path("rl/loss.png").is_file():
         sections["RL curves"] = "![rl](rl/loss.png)"
     return sections
