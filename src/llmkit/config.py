@@ -564,7 +564,8 @@ class GRPOConfig:
     task_examples: int = 2000
     """With ``tasks:`` prompts, training prompts per task."""
     eval_prompts: int = 64
-    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split)."""
+    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split);
+    the speedrun's ``rl`` stage scores them before and after training instead."""
     max_steps: int = 100
     """Optimizer steps (rounds = max_steps / (epochs x minibatches))."""
     lr: float = 1e-5
