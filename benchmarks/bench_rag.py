@@ -9,7 +9,7 @@ The baseline is what a tutorial builds: fixed 1000-character windows with 200 ch
 overlap, embedded by ``SentenceTransformer.encode`` (the same all-MiniLM-L6-v2), searched in a
 ``faiss.IndexFlatIP``. Relevance is the same rule for every system (the chunk contains the answer).
 
-    flock /work/coord/heavy.lock python benchmarks/bench_rag.py [--en-chars 60000 --zh-chars 30000]
+    python benchmarks/bench_rag.py [--en-chars 60000 --zh-chars 30000]
 """
 
 from __future__ import annotations

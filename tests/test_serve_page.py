@@ -3,6 +3,9 @@ stop, a second turn that carries the first, Chinese typed through an input metho
 in Chinese, a phone-sized screen, and model output full of markup that shows as text and runs
 nothing."""
 
+import os
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -29,12 +32,24 @@ FLAGS = [
 def browser():
     from playwright.sync_api import sync_playwright
 
+    _install_chromium()
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium)")
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
         yield b
         b.close()
+
+
+def _install_chromium() -> None:
+    """A fresh Debian machine gets the browser the way the corpora arrive: from apt (pip cannot)."""
+    if Path(CHROMIUM).exists() or not shutil.which("apt-get") or os.geteuid() != 0:
+        return
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-qq", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True).returncode != 0:  # stale package lists
+        subprocess.run(["apt-get", "update", "-qq"], env=env, capture_output=True)
+        subprocess.run(install, env=env, capture_output=True)
 
 
 def open_page(browser, server, model, **context):

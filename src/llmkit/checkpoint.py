@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,7 +27,7 @@ from llmkit.errors import CheckpointError
 
 # atomic_write_json is re-exported for code that still imports it from here; it lives in llmkit.files
 from llmkit.files import atomic_write_json as atomic_write_json
-from llmkit.files import atomic_write_text
+from llmkit.files import atomic_write_text, make_temp_dir
 
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("config.json", "model.safetensors")
@@ -95,7 +94,7 @@ def save_checkpoint(
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-{os.getpid()}-"))
+    tmp = make_temp_dir(directory.parent, f".{directory.name}.tmp-{os.getpid()}-")
     try:
         write_model_files(tmp, model, tokenizer, generation, extra_config)
         for name, text in (extra_files or {}).items():
@@ -286,7 +285,7 @@ def publish_model(
     """
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=stage_dir, prefix=f".publish.tmp-{os.getpid()}-"))
+    tmp = make_temp_dir(stage_dir, f".publish.tmp-{os.getpid()}-")
     try:
         write_model_files(tmp, model, tokenizer, generation, extra_config)
         _fsync_dir_files(tmp)

@@ -30,7 +30,7 @@ def command_names() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="llmkit",
-        description="Build a language model end to end: data -> tokenizer -> pretrain -> sample.",
+        description="Build a language model end to end: data -> tokenizer -> pretrain -> SFT -> RL -> eval -> serve.",
     )
     parser.add_argument("--version", action="version", version=f"llmkit {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors (anywhere on the line)")

@@ -12,6 +12,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: the process's umask, which files the user gets should honour
+
+
+def make_temp_dir(parent: Path, prefix: str) -> Path:
+    """A fresh directory in ``parent`` to fill and then ``os.replace`` into place, with the
+    permissions a plain ``mkdir`` gives (``tempfile.mkdtemp`` makes it private to the owner)."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=prefix))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never half-written)."""
@@ -23,6 +34,7 @@ def atomic_write_text(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's file is owner-only; the user's umask decides
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -189,7 +189,7 @@ class ChatSession:
         )
 
 
-ORDER = 70  # place in `llmkit --help`: pipeline order
+ORDER = 46  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

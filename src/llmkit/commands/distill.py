@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = 65  # place in `llmkit --help`: pipeline order
+ORDER = 64  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-ORDER = 62  # place in `llmkit --help`: pipeline order
+ORDER = 61  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

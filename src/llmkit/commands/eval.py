@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ORDER = 60  # place in `llmkit --help`: after the pipeline verbs
+ORDER = 70  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ORDER = 85  # place in `llmkit --help`: pipeline order
+ORDER = 81  # place in `llmkit --help`: pipeline order
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -95,7 +95,7 @@ def params_from_args(args):
     return SamplingParams(**kw).validate()
 
 
-ORDER = 60  # place in `llmkit --help`: pipeline order
+ORDER = 44  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-ORDER = 64  # place in `llmkit --help`: pipeline order
+ORDER = 63  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = 55  # place in `llmkit --help`: after sft
+ORDER = 54  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = 80  # after chat: retrieval around a trained model
+ORDER = 91  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-ORDER = 64  # place in `llmkit --help`: after eval and scaling
+ORDER = 72  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

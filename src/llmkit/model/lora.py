@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from llmkit.errors import CheckpointError, ConfigError
+from llmkit.files import make_temp_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -164,13 +165,12 @@ def save_adapter(model: nn.Module, cfg: LoraConfig, directory: Path, base_path=N
     """Write ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's layout) atomically."""
     import os
     import shutil
-    import tempfile
 
     from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.tmp-"))
+    tmp = make_temp_dir(directory.parent, f".{directory.name}.tmp-")
     try:
         save_file(adapter_state_dict(model), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         config = cfg.to_peft(str(base_path) if base_path is not None else None)

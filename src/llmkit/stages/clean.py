@@ -56,6 +56,9 @@ def _run(ctx: StageContext) -> None:
     cfg = ctx.cfg
     texts = evaluation_texts() if cfg.clean.decontaminate else []
     r = clean_corpus(cfg.data.sources, ctx.path("clean"), cfg.clean, cfg.data, texts, show_progress=sys.stderr.isatty())
+    for label, warnings in r["warnings"].items():  # bad bytes and malformed lines, as the data stage says them
+        for w in warnings:
+            say(f"warning: {label}: {w}")
     kept = sum(p["documents_kept"] for p in r["sources"].values())
     total = sum(p["documents_in"] for p in r["sources"].values())
     say(f"clean: kept {kept:,} of {total:,} documents ({sum(r['seconds'].values()):.1f}s) -> {ctx.path('clean')}")

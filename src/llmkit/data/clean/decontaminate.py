@@ -57,7 +57,8 @@ class ContaminationIndex:
             if k > len(toks):
                 continue
             grams = ngram_hashes([], k, h)  # (T - k + 1,)
-            hit = np.isin(grams, self.hashes, assume_unique=False)
+            at = np.minimum(np.searchsorted(self.hashes, grams), self.hashes.size - 1)  # binary search, (T-k+1,)
+            hit = self.hashes[at] == grams  # np.isin would re-sort the whole index on every call
             out += [(int(i), int(i) + k) for i in np.nonzero(hit)[0]]
         return sorted(out)
 

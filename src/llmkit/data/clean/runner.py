@@ -28,7 +28,6 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
-import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -41,6 +40,7 @@ from llmkit.data.clean import report as reporting
 from llmkit.data.clean.decontaminate import ContaminationIndex
 from llmkit.data.clean.steps import DocumentCleaner, rule_field, validate
 from llmkit.errors import DataError
+from llmkit.files import make_temp_dir
 
 PART_BYTES = 256_000_000  # start a new part-*.jsonl after this many bytes
 _CHUNK_DOCS = 5000
@@ -352,7 +352,7 @@ def clean_corpus(
         )
     epochs = _epochs(cfg, labels, sources, kept_bytes)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".corpus.tmp-"))
+    tmp = make_temp_dir(out_dir, ".corpus.tmp-")
     try:
         _write_corpus(tmp, work, names, labels, removed, epochs, tally)
         final = out_dir / "corpus"
