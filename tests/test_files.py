@@ -34,3 +34,15 @@ def test_atomic_write_json_keeps_chinese_readable(tmp_path):
     atomic_write_text(tmp_path / "b.json", "x")
     assert (tmp_path / "b.json").read_text() == "x" and not list(tmp_path.glob(".b.json.tmp-*"))
     assert make_temp_dir(tmp_path, ".y-").is_dir()
+
+
+def test_native_bf16_is_read_from_the_cpu_flags(tmp_path):
+    from llmkit.devices import cpu_has_native_bf16
+
+    (tmp_path / "amd").write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16\n")
+    (tmp_path / "old").write_text("processor\t: 0\nflags\t\t: fpu sse avx2\n")
+    (tmp_path / "arm").write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")
+    (tmp_path / "none").write_text("processor\t: 0\n")
+    assert cpu_has_native_bf16(tmp_path / "amd") and cpu_has_native_bf16(tmp_path / "arm")
+    assert cpu_has_native_bf16(tmp_path / "old") is False
+    assert cpu_has_native_bf16(tmp_path / "none") is None and cpu_has_native_bf16(tmp_path / "missing") is None

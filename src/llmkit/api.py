@@ -10,7 +10,7 @@ import torch
 
 from llmkit.checkpoint import check_checkpoint, load_model
 from llmkit.config import ModelConfig
-from llmkit.devices import pick_device
+from llmkit.devices import cpu_has_native_bf16, pick_device
 from llmkit.infer.sampling import GenerationError
 
 CHAT_STAGES = ("sft", "dpo", "ppo", "grpo")
@@ -45,7 +45,7 @@ DTYPES = {
 
 def inference_dtype(requested: str | torch.dtype | None, device: str) -> torch.dtype:
     """The dtype to run a model in. ``auto``: bf16 where the hardware computes in it natively (CUDA
-    with bf16 support; CPUs with AVX512-BF16 or AMX): decoding reads half the bytes and measured
+    with bf16 support; CPUs with AVX512-BF16, AMX or Arm BF16): decoding reads half the bytes and measured
     1.3-1.7x faster than fp32 on such a CPU (docs/BENCHMARKS.md); fp32 elsewhere. None means fp32."""
     if isinstance(requested, torch.dtype):
         return requested
@@ -59,8 +59,7 @@ def inference_dtype(requested: str | torch.dtype | None, device: str) -> torch.d
     if kind == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if kind == "cpu":
-        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-        return torch.bfloat16 if caps.get("avx512_bf16") or caps.get("amx_bf16") else torch.float32
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     return torch.float32
 
 

@@ -6,9 +6,36 @@ so a device this machine does not have is one line that says what it has, not a 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from llmkit.errors import ConfigError
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path | None = None) -> bool | None:
+    """Whether the CPU computes bf16 matmuls in hardware (x86 AVX512-BF16 or AMX, Arm BF16): from
+    PyTorch's CPU capabilities, then the flags the kernel lists in ``cpuinfo`` (/proc/cpuinfo);
+    None where neither says (then a timing probe decides). Given ``cpuinfo``, only that file is read.
+
+    A flag, not a timing: a matmul race run while the machine is busy can pick the slower dtype."""
+    if cpuinfo is None:
+        caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+        if caps.get("avx512_bf16") or caps.get("amx_bf16"):
+            return True
+        cpuinfo = "/proc/cpuinfo"
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags |= set(value.split())
+    if not flags:
+        return None
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
 def available() -> list[str]:

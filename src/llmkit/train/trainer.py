@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmkit import devices
 from llmkit.checkpoint import CheckpointManager, load_trainer_state, publish_model
 from llmkit.config import TrainConfig
 from llmkit.console import say
@@ -72,8 +73,9 @@ class Task(Protocol):
 
 def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     """The autocast dtype. ``auto``: bf16 on CUDA with bf16 support; on CPU, bf16 only when this
-    machine's measured bf16 matmul peak beats fp32 by 1.3x or more (true on CPUs with AVX512-BF16
-    or AMX, false on most others); fp32 otherwise. Master weights and optimizer state stay fp32."""
+    CPU has bf16 matmul instructions (AVX512-BF16, AMX, Arm BF16: there bf16 trains 1.3-1.7x faster,
+    docs/BENCHMARKS.md), by a timing probe where the CPU flags cannot be read; fp32 otherwise.
+    Master weights and optimizer state stay fp32."""
     if requested == "bf16":
         return torch.bfloat16
     if requested == "fp32":
@@ -81,7 +83,9 @@ def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
     if device.type == "cpu":
-        fast = measure_peak_flops("cpu", torch.bfloat16) >= 1.3 * measure_peak_flops("cpu", torch.float32)
+        fast = devices.cpu_has_native_bf16()
+        if fast is None:
+            fast = measure_peak_flops("cpu", torch.bfloat16) >= 1.3 * measure_peak_flops("cpu", torch.float32)
         return torch.bfloat16 if fast else torch.float32
     return torch.float32
 
