@@ -103,22 +103,34 @@ class _Memorize:
 def memorizing_checkpoint(path: Path, tokenizer, steps: int = 40) -> Path:
     """A chat model that answers :data:`USER_MESSAGES` (and, in practice, any short message) with
     :data:`XSS`, trained by the Trainer."""
+    return scripted_checkpoint(
+        path, tokenizer, [([{"role": "user", "content": m}], None, XSS) for m in USER_MESSAGES], steps
+    )
+
+
+def scripted_checkpoint(
+    path: Path, tokenizer, transcripts, steps: int = 40, context: int = 256, lr: float = 1e-2
+) -> Path:
+    """A chat model trained by the Trainer to answer each ``(messages, tools, reply)`` of
+    ``transcripts`` with ``reply``: the prompt is what the chat template renders (tools listed),
+    so a server answers those requests, under greedy decoding, with those replies. This is how the
+    tests stand in for a model's choices (a tool call, a final answer) with real weights."""
     from llmkit.infer.engine import chat_prompt_ids
     from llmkit.train.trainer import Trainer
 
     rows, starts = [], []
     end = tokenizer.token_to_id("<|end|>")
-    for msg in USER_MESSAGES:
-        prompt = chat_prompt_ids(tokenizer, [{"role": "user", "content": msg}])
-        rows.append(prompt + tokenizer.encode(XSS) + [end])
+    for messages, tools, reply in transcripts:
+        prompt = chat_prompt_ids(tokenizer, messages, tools)
+        rows.append(prompt + tokenizer.encode(reply) + [end])
         starts.append(len(prompt))
     torch.manual_seed(0)
-    model = Transformer(model_config(256, hidden_size=96, initializer_range=0.02))
+    model = Transformer(model_config(context, hidden_size=96, initializer_range=0.02))
     cfg = TrainConfig(
         max_steps=steps,
         batch_size=len(rows),
         seq_len=max(len(r) for r in rows),
-        lr=1e-2,
+        lr=lr,
         warmup_steps=10,
         eval_every=0,
         ckpt_every=10_000,

@@ -72,23 +72,41 @@ def test_help_explains_every_config_field():
 
 
 @pytest.mark.parametrize(
-    "preset,max_params,max_gib",
-    [("gpu-125m", 150e6, 80), ("gpu-1b", 1.3e9, 80), ("cpu-small", 40e6, 8), ("cpu-tiny", 10e6, 4)],
+    "preset,max_params,processes,max_gib",
+    [
+        ("gpu-125m", 150e6, 1, 80),
+        ("gpu-1b", 1.3e9, 8, 40),
+        ("gpu-7b", 7.5e9, 32, 80),
+        ("cpu-small", 40e6, 1, 8),
+        ("cpu-tiny", 10e6, 1, 4),
+    ],
 )
-def test_presets_build_with_expected_size_and_fit_in_memory(preset, max_params, max_gib):
-    """Shape check on the meta device (no memory used) and a training-memory estimate:
-    fp32 weights + grads + AdamW (16 B/param) + bf16 activations with per-layer recompute off."""
+def test_presets_build_with_expected_size_and_fit_in_memory(preset, max_params, processes, max_gib):
+    """Shape check on the meta device (no memory used) and the training-memory estimate per process
+    (llmkit.train.memory: weights, gradients, optimizer, DDP buckets or FSDP2 shards, activations
+    with or without checkpointing, logits) for the process count the preset is written for."""
+    from llmkit.train.memory import estimate
+
     cfg = resolve(preset)
     with torch.device("meta"):
         model = Transformer(cfg.model)
     n = model.num_params()
     assert n == cfg.model.num_params()
     assert 0.5 * max_params < n < max_params
-    t, c = cfg.train, cfg.model
-    act_bytes = 2 * t.batch_size * t.seq_len * c.num_hidden_layers * (16 * c.hidden_size + 2 * c.intermediate_size)
-    logits_bytes = 4 * t.batch_size * t.seq_len * c.vocab_size * 2
-    total_gib = (16 * n + act_bytes + logits_bytes) / 2**30
-    assert total_gib < max_gib, f"{preset}: ~{total_gib:.1f} GiB per device"
+    gib = estimate(cfg.model, cfg.train, processes).total
+    assert gib < max_gib, f"{preset}: ~{gib:.1f} GiB per device"
+
+
+def test_memory_estimate_follows_sharding_and_checkpointing():
+    from llmkit.train.memory import estimate
+
+    cfg = resolve("gpu-7b")
+    sharded = estimate(cfg.model, cfg.train, 32)
+    cfg.train.parallel = "ddp"
+    whole = estimate(cfg.model, cfg.train, 32)
+    assert whole.weights == pytest.approx(32 * sharded.weights) and whole.total > 140  # 7B x 16 B + buckets: no fit
+    cfg.train.activation_checkpointing = False
+    assert estimate(cfg.model, cfg.train, 32).activations > 10 * whole.activations
 
 
 def test_model_config_hf_round_trip():

@@ -36,11 +36,13 @@ SHARD_INDEX = "model.safetensors.index.json"
 TRAINER_STATE = "trainer_state.pt"
 
 
-def _hf_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """State dict as HF expects it: tied ``lm_head`` omitted, tensors contiguous and unshared."""
+def _hf_state_dict(model: torch.nn.Module, sd: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """State dict as HF expects it: tied ``lm_head`` omitted, tensors contiguous and unshared.
+    ``sd`` is the model's full state dict when the caller gathered it (a sharded model's own holds
+    shards)."""
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     model = getattr(model, "module", model)  # unwrap DDP
-    sd = model.state_dict()
+    sd = dict(model.state_dict() if sd is None else sd)
     if model.config.tie_word_embeddings:  # the embedding holds the matrix (a quantized head's codes too)
         for name in [k for k in sd if k.startswith("lm_head.")]:
             del sd[name]
@@ -53,16 +55,18 @@ def write_model_files(
     tokenizer=None,
     generation: dict | None = None,
     extra_config: dict | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write config.json, model.safetensors, generation_config.json and tokenizer files into an
-    existing (temporary) directory. Callers make it atomic with :func:`save_checkpoint`."""
+    existing (temporary) directory. Callers make it atomic with :func:`save_checkpoint`.
+    ``state_dict``: the weights to write when ``model`` is sharded (gathered by the caller)."""
     core = getattr(getattr(model, "_orig_mod", model), "module", getattr(model, "_orig_mod", model))
     cfg: ModelConfig = core.config
     hf = cfg.to_hf_dict()
     hf["llmkit_format_version"] = FORMAT_VERSION
     if extra_config:
         hf.update(extra_config)
-    save_file(_hf_state_dict(core), str(directory / "model.safetensors"), metadata={"format": "pt"})
+    save_file(_hf_state_dict(core, state_dict), str(directory / "model.safetensors"), metadata={"format": "pt"})
     gen = {
         "bos_token_id": cfg.bos_token_id,
         "eos_token_id": cfg.eos_token_id,
@@ -87,18 +91,24 @@ def save_checkpoint(
     generation: dict | None = None,
     extra_config: dict | None = None,
     extra_files: dict[str, str] | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
+    extra_dirs: dict[str, Path] | None = None,
 ) -> Path:
     """Write a complete checkpoint to ``directory`` atomically (temp dir + rename).
 
-    An existing ``directory`` is replaced only once the new one is complete.
+    An existing ``directory`` is replaced only once the new one is complete. ``extra_dirs`` (name ->
+    a finished directory on the same filesystem) are moved in before the rename: the sharded
+    trainer state that every process of an FSDP2 run wrote.
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(directory.parent, f".{directory.name}.tmp-{os.getpid()}-")
     try:
-        write_model_files(tmp, model, tokenizer, generation, extra_config)
+        write_model_files(tmp, model, tokenizer, generation, extra_config, state_dict)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+        for name, src in (extra_dirs or {}).items():
+            os.replace(src, tmp / name)
         if trainer_state is not None:
             torch.save(trainer_state, tmp / TRAINER_STATE)
         _fsync_dir_files(tmp)
@@ -277,6 +287,7 @@ def publish_model(
     tokenizer=None,
     generation: dict | None = None,
     extra_config: dict | None = None,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Put the final model files directly in ``stage_dir`` (beside checkpoints/, metrics.jsonl).
 
@@ -287,7 +298,7 @@ def publish_model(
     stage_dir.mkdir(parents=True, exist_ok=True)
     tmp = make_temp_dir(stage_dir, f".publish.tmp-{os.getpid()}-")
     try:
-        write_model_files(tmp, model, tokenizer, generation, extra_config)
+        write_model_files(tmp, model, tokenizer, generation, extra_config, state_dict)
         _fsync_dir_files(tmp)
         (stage_dir / "config.json").unlink(missing_ok=True)  # incomplete until the new one lands
         for p in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):
@@ -323,6 +334,11 @@ class CheckpointManager:
     def path_for(self, step: int) -> Path:
         return self.root / f"step_{step:08d}"
 
+    def staging_for(self, step: int) -> Path:
+        """Where every process of a sharded run writes its part of step ``step``'s trainer state,
+        before :meth:`save` moves it into the checkpoint (the same path on every process)."""
+        return self.root / f".{self.path_for(step).name}.sharded-staging"
+
     def latest(self) -> Path | None:
         pointer = self.root / "latest"
         if pointer.is_file():
@@ -345,7 +361,7 @@ class CheckpointManager:
         steps = sorted(p for p in self.root.glob("step_*") if p.is_dir())
         for old in steps[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-        for tmp in self.root.glob(".*.tmp-*"):
+        for tmp in [*self.root.glob(".*.tmp-*"), *self.root.glob(".*.sharded-*")]:
             # leftovers of a process killed mid-write (ours are gone by now)
             if f".tmp-{os.getpid()}-" not in tmp.name:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -378,8 +378,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this (0 = off)."""
     dtype: str = "auto"
-    """``auto``: bf16 autocast on CUDA with bf16; on CPU bf16 only where this machine's measured bf16
-    matmul peak beats fp32 by 1.3x (CPUs with AVX512-BF16 or AMX), else fp32. Or ``fp32``, ``bf16``."""
+    """Compute precision (master weights stay fp32). ``auto``: bf16 on CUDA with bf16, fp16 on older
+    CUDA GPUs; on CPU bf16 only where it has bf16 matmul instructions (AVX512-BF16, AMX, Arm BF16:
+    1.3-1.7x faster there), else fp32; the log says what it picked. Or ``fp32``, ``bf16``,
+    ``fp16`` (dynamic loss scaling: steps with inf/nan gradients are skipped and counted), ``fp8``
+    (torchao float8 linears; GPUs with compute capability 8.9+)."""
     compile: bool = False
     """Wrap the model in torch.compile."""
     eval_every: int = 100
@@ -398,6 +401,15 @@ class TrainConfig:
     """auto (cuda, then mps, then cpu), or a torch device string."""
     time_budget_s: float = 0.0
     """Stop after this many seconds of training (0 = no limit); the schedule still uses max_steps."""
+    parallel: str = "ddp"
+    """With several processes (torchrun): ``ddp`` (every process holds the whole model and optimizer)
+    or ``fsdp`` (FSDP2: parameters, gradients and optimizer state sharded per block across processes)."""
+    cpu_offload: bool = False
+    """FSDP2 only: keep the sharded parameters, gradients and optimizer state in CPU memory (GPU runs)."""
+    activation_checkpointing: bool = False
+    """Recompute each block's activations in backward instead of storing them (less memory, ~1/3 more compute)."""
+    loss_scale: float = 65536.0
+    """fp16 only: the initial dynamic loss scale (halved on every skipped step, doubled after 1000 clean ones)."""
 
     def validate(self) -> None:
         for name in ("max_steps", "batch_size", "grad_accum", "seq_len", "eval_batches", "keep_last"):
@@ -416,16 +428,31 @@ class TrainConfig:
             raise ConfigError(f"train.optimizer={self.optimizer!r}: use 'adamw' or 'muon'")
         if self.schedule not in ("cosine", "wsd"):
             raise ConfigError(f"train.schedule={self.schedule!r}: use 'cosine' or 'wsd'")
-        if self.dtype not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"train.dtype={self.dtype!r}: use 'auto', 'fp32' or 'bf16'")
+        if self.dtype not in ("auto", "fp32", "bf16", "fp16", "fp8"):
+            raise ConfigError(f"train.dtype={self.dtype!r}: use 'auto', 'fp32', 'bf16', 'fp16' or 'fp8'")
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ConfigError(f"train.parallel={self.parallel!r}: use 'ddp' or 'fsdp'")
+        if self.cpu_offload and self.parallel != "fsdp":
+            raise ConfigError("train.cpu_offload=true offloads FSDP2 shards; set train.parallel=fsdp too")
+        if self.loss_scale < 1:
+            raise ConfigError(f"train.loss_scale must be >= 1, got {self.loss_scale}")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
         from llmkit.devices import pick_device  # imports torch: only when a config is checked
 
         try:
-            pick_device(self.device)
+            device = pick_device(self.device)
         except ConfigError as e:
             raise ConfigError(f"train.{e}") from None
+        if self.dtype == "fp8":
+            from llmkit.devices import fp8_unsupported
+
+            why = fp8_unsupported(device)
+            if why:
+                raise ConfigError(
+                    f"train.dtype=fp8 needs an NVIDIA GPU with FP8 tensor cores (compute capability 8.9+: "
+                    f"Ada, Hopper, Blackwell); {why}: use train.dtype=bf16 or auto"
+                )
 
 
 @dataclass

@@ -71,3 +71,14 @@ def pick_device(requested: str | torch.device | None = "auto", local_rank: int =
     if missing:
         raise ConfigError(f"device {requested!r} is not available on this machine; it has: {', '.join(have)}")
     return device
+
+
+def fp8_unsupported(device: torch.device) -> str | None:
+    """Why fp8 training cannot run on ``device`` (None when it can): torchao's float8 matmuls need
+    FP8 tensor cores, NVIDIA compute capability 8.9 or newer (Ada, Hopper, Blackwell)."""
+    if device.type != "cuda":
+        return f"this run is on {device.type}"
+    if torch.cuda.get_device_capability(device) < (8, 9):
+        major, minor = torch.cuda.get_device_capability(device)
+        return f"{torch.cuda.get_device_name(device)} has compute capability {major}.{minor}"
+    return None

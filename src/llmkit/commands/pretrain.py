@@ -13,7 +13,8 @@ def register(sub) -> None:
         help="pretrain a base model (prepares data and tokenizer if needed)",
         description="Pretrain a decoder-only transformer on the preset's corpus: runs the preset's stages up to "
         "and including `pretrain`. Works under `torchrun --nproc_per_node=N -m llmkit.cli pretrain ...` "
-        "for DDP. Killed runs resume from the latest checkpoint when re-run.",
+        "for DDP, or with train.parallel=fsdp for FSDP2 (docs/scaling-out.md). Killed runs resume from the latest "
+        "checkpoint when re-run.",
     )
     add_run_args(p)
     p.set_defaults(func=run)

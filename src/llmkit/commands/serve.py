@@ -54,6 +54,14 @@ def register(sub) -> None:
         help="weights' dtype; auto = bfloat16 where the hardware computes in it natively, else float32",
     )
     p.add_argument("--rope-scaling", default=None, metavar="TYPE:FACTOR", help="read past the trained context")
+    p.add_argument(
+        "--rag",
+        type=Path,
+        default=None,
+        metavar="INDEX",
+        help="answer chat requests from this index (llmkit rag index): the best passages go into the prompt as "
+        'numbered sources, and the response lists them in "sources" (a request may send "rag": false)',
+    )
     g = p.add_argument_group("batching (per model)")
     g.add_argument("--max-batch", type=int, default=32, help="sequences decoded together")
     g.add_argument(
@@ -141,6 +149,13 @@ def run(args) -> int:
         from llmkit.model.rope import parse_rope_scaling
 
         rope = parse_rope_scaling(args.rope_scaling)
+    rag = None
+    if args.rag is not None:
+        from llmkit.rag.index import RagIndex
+
+        rag = RagIndex.open(args.rag)
+        if "dense" in rag.settings.retrievers:
+            rag.embedder  # noqa: B018 -- load it now: a missing embedder is a start-up error, not a 400 later
     models = load_models(specs, options, device=args.device, dtype=args.dtype, rope_scaling=rope, adapters=args.lora)
     keys = list(args.api_key or [])
     if not keys and os.environ.get(API_KEY_ENV):
@@ -152,7 +167,7 @@ def run(args) -> int:
         max_queue=args.max_queue,
         cors_origins=list(args.cors_origin or []),
     )
-    app = create_app(models, settings)
+    app = create_app(models, settings, rag=rag)
     scheduler = app.state.scheduler
     config = uvicorn.Config(
         app,
@@ -173,6 +188,8 @@ def run(args) -> int:
                 )
                 key = "; API key required" if keys else ""
                 say(f"serving {names}")
+                if rag is not None:
+                    say(f"answering chat requests from {args.rag} ({len(rag.chunks)} passages)")
                 say(f"chat page: http://{shown}:{port}/   API: http://{shown}:{port}/v1{key}   (Ctrl-C to stop)")
 
         def handle_exit(self, sig, frame):

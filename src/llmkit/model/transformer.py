@@ -19,6 +19,7 @@ from typing import ClassVar, Protocol
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from llmkit.config import ModelConfig
 from llmkit.model.inference import current
@@ -169,13 +170,20 @@ class LlamaBody(nn.Module):
         self.layers = nn.ModuleList(DecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.rotary_emb = RotaryEmbedding(config)
+        # activation checkpointing (train.activation_checkpointing): while training, keep only each
+        # block's input and recompute the block in backward: one extra forward for far less memory
+        self.checkpoint_blocks = False
 
     def forward(self, input_ids, position_ids=None, attn_mask=None, kv_cache=None):
         """Final normalised hidden states (B, T, C) of ``input_ids`` (B, T)."""
         x = self.embed_tokens(input_ids)  # (B, T, C)
         cos, sin = self.rotary_emb(x, position_ids)  # (B or 1, T, 1, D) each; positions 0.. if None
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x, cos, sin, attn_mask, kv_cache, position_ids)
+            if recompute:
+                x = checkpoint(layer, x, cos, sin, attn_mask, kv_cache, position_ids, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, attn_mask, kv_cache, position_ids)
         return self.norm(x)
 
 

@@ -28,11 +28,16 @@ class GroundedAnswer:
         return [n for n in cited(self.reply) if 1 <= n <= len(self.sources)]
 
     def sources_json(self) -> list[dict]:
-        return [
-            {"n": i, "source": h.chunk.source, "where": h.chunk.where, "line": h.chunk.line, "page": h.chunk.page,
-             "score": h.score, "text": h.chunk.text}
-            for i, h in enumerate(self.sources, 1)
-        ]  # fmt: skip
+        return sources_json(self.sources)
+
+
+def sources_json(hits: list) -> list[dict]:
+    """The hits as ``[n]`` -> file, position, score and text (what the API and ``--json`` return)."""
+    return [
+        {"n": i, "source": h.chunk.source, "where": h.chunk.where, "line": h.chunk.line, "page": h.chunk.page,
+         "score": h.score, "text": h.chunk.text}
+        for i, h in enumerate(hits, 1)
+    ]  # fmt: skip
 
 
 def grounded_messages(index, question: str, tokenizer, budget: int, k: int = 3, system: str | None = None):

@@ -81,8 +81,9 @@ _RESPONSES = {
 }
 
 
-def create_app(models: dict[str, ServedModel], settings: ServerSettings | None = None) -> FastAPI:
-    """The server for ``models`` (name -> model; the first is the default)."""
+def create_app(models: dict[str, ServedModel], settings: ServerSettings | None = None, rag=None) -> FastAPI:
+    """The server for ``models`` (name -> model; the first is the default). ``rag``: a
+    :class:`~llmkit.rag.index.RagIndex` whose passages chat requests are answered from."""
     settings = settings or ServerSettings()
     metrics = Metrics()
     scheduler = Scheduler(models, metrics, max_queue=settings.max_queue)
@@ -103,6 +104,7 @@ def create_app(models: dict[str, ServedModel], settings: ServerSettings | None =
         redoc_url=None,
     )
     app.state.models, app.state.scheduler, app.state.metrics, app.state.settings = models, scheduler, metrics, settings
+    app.state.rag = rag
 
     def served(name: str | None) -> ServedModel:
         if name is None:
@@ -135,7 +137,7 @@ def create_app(models: dict[str, ServedModel], settings: ServerSettings | None =
     @app.post("/v1/chat/completions", dependencies=api, response_model=ChatCompletion, tags=["openai"])
     async def create_chat_completion(req: ChatCompletionRequest, request: Request):
         """Answer a conversation through the model's chat template."""
-        return await chat.create(req, served(req.model), scheduler, limits, request)
+        return await chat.create(req, served(req.model), scheduler, limits, request, rag)
 
     @app.get("/v1/models", dependencies=api, response_model=ModelList, tags=["openai"])
     async def list_models():

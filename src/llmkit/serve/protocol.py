@@ -105,6 +105,11 @@ class ChatMessage(_In):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: Any = None
+    """An assistant message's calls: ``[{"id", "type": "function", "function": {"name", "arguments"}}]``
+    (checked where the messages are rendered, so a malformed one is a 400 that names it)."""
+    tool_call_id: Any = None
+    """A ``tool`` message: the id of the call it answers."""
 
 
 class ChatCompletionRequest(_SamplingRequest):
@@ -115,6 +120,14 @@ class ChatCompletionRequest(_SamplingRequest):
     max_completion_tokens: int | None = Field(None, ge=1, lt=_INT64, description="Same as max_tokens (newer name).")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    tools: Any = Field(
+        None, description='Function tools: [{"type": "function", "function": {"name", "description", "parameters"}}].'
+    )
+    tool_choice: Any = Field(None, description='"auto" (default), "none", "required" or {"type": "function", ...}.')
+    parallel_tool_calls: bool | None = Field(None, description="false: at most one call per reply.")
+    rag: bool | None = Field(
+        None, description="Retrieval from the server's --rag index for this request (default: on when it has one)."
+    )
 
 
 class TokenizeRequest(_In):
@@ -186,9 +199,46 @@ class ChatLogprobs(_Out):
     content: list[TokenLogprobContent] | None = None
 
 
+class ToolCallFunction(_Out):
+    name: str
+    arguments: str
+    """The arguments as a JSON string, as OpenAI sends them."""
+
+
+class ToolCallOut(_Out):
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class Source(_Out):
+    """A retrieved passage shown to the model as ``[n]`` (``llmkit serve --rag``)."""
+
+    n: int
+    source: str
+    """The file it comes from."""
+    where: str
+    """Its position in words: ``line 12``, ``page 3``..."""
+    line: int | None = None
+    page: int | None = None
+    score: float
+    text: str
+
+
+def _without_nones(handler, value, keys: tuple[str, ...]) -> dict:
+    out = handler(value)
+    return {k: v for k, v in out.items() if not (k in keys and v is None)}
+
+
 class AssistantMessage(_Out):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_when_any(self, handler):
+        return _without_nones(handler, self, ("tool_calls",))
 
 
 class ChatChoice(_Out):
@@ -205,11 +255,18 @@ class ChatCompletion(_Out):
     model: str
     choices: list[ChatChoice]
     usage: Usage | None = None
+    sources: list[Source] | None = None
+    """llmkit's extra: the passages retrieved for the request (``llmkit serve --rag``)."""
+
+    @model_serializer(mode="wrap")
+    def _sources_when_any(self, handler):
+        return _without_nones(handler, self, ("sources",))
 
 
 class DeltaMessage(_Out):
     role: str | None = None
     content: str | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
     @model_serializer(mode="wrap")
     def _only_set(self, handler):
@@ -231,6 +288,12 @@ class ChatCompletionChunk(_Out):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
+    sources: list[Source] | None = None
+    """On the first chunk, with ``llmkit serve --rag``: the passages retrieved for the request."""
+
+    @model_serializer(mode="wrap")
+    def _sources_when_any(self, handler):
+        return _without_nones(handler, self, ("sources",))
 
 
 class ModelCard(_Out):

@@ -1,7 +1,7 @@
 """The ``pretrain`` stage: the data stage's shards -> a pretrained base model in ``base/``.
 
-Runs on every ``torchrun`` process (DDP). A killed run resumes from ``base/checkpoints/`` when the
-stage runs again.
+Runs on every ``torchrun`` process (DDP or FSDP2, ``train.parallel``). A killed run resumes from
+``base/checkpoints/`` when the stage runs again.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from llmkit.train import distributed
 def run_pretrain(ctx: StageContext):
     """Pretrain (resuming) into ``run_dir/base``; returns the TrainResult."""
     from llmkit.model.transformer import Transformer
+    from llmkit.train.memory import estimate
     from llmkit.train.pretrain import PretrainTask
     from llmkit.train.trainer import Trainer
 
@@ -52,6 +53,11 @@ def run_pretrain(ctx: StageContext):
             f"pretrain: {model.num_params() / 1e6:.2f}M parameters, {cfg.train.max_steps} steps of "
             f"{cfg.train.batch_size * cfg.train.grad_accum * info.world_size} x {cfg.train.seq_len} tokens "
             f"on {device} ({info.world_size} process{'es' if info.world_size > 1 else ''})"
+        )
+        memory = estimate(cfg.model, cfg.train, info.world_size)
+        say(
+            f"pretrain: estimated memory per process {memory.describe()} with train.parallel={cfg.train.parallel}, "
+            f"activation_checkpointing={cfg.train.activation_checkpointing}"
         )
     trainer = Trainer(model, task, cfg.train, base, tokenizer=data.tokenizer, extra_config={"llmkit_stage": "base"})
     result = trainer.fit()

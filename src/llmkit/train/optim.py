@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor, Replicate
 
 from llmkit.config import TrainConfig
 
@@ -58,6 +60,13 @@ class Muon(torch.optim.Optimizer):
 
     The update is scaled by ``sqrt(max(1, rows/cols))`` so tall and wide matrices move alike.
     Decoupled weight decay as in AdamW.
+
+    With several processes the Newton-Schulz iterations, the costly part, are split among them:
+    matrix ``i`` is orthogonalised by process ``i % world`` alone and its update broadcast to the
+    others, so the work per process falls as 1/world and the update is exactly the one-process
+    update. Momentum stays where the gradient lives: whole under DDP, a ``Shard(0)`` DTensor under
+    FSDP2 (its full gradient is gathered for the owner's iteration, and each process applies its
+    own rows of the update).
     """
 
     def __init__(self, params, lr: float = 0.02, momentum: float = 0.95, weight_decay: float = 0.0, ns_steps: int = 5):
@@ -65,6 +74,9 @@ class Muon(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        world, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        work = []  # (group, param, Nesterov direction: full matrix on every process)
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
@@ -75,11 +87,25 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.lerp_(p.grad, 1 - group["momentum"])
                 g = p.grad.lerp(buf, group["momentum"])  # Nesterov
-                update = newton_schulz(g, group["ns_steps"])
-                scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
-                if group["weight_decay"]:
-                    p.mul_(1 - group["lr"] * group["weight_decay"])
-                p.add_(update, alpha=-group["lr"] * scale)
+                work.append((group, p, g.full_tensor() if isinstance(g, DTensor) else g))
+        updates, pending = [], []
+        for i, (group, _, g) in enumerate(work):
+            owner = i % world
+            update = newton_schulz(g, group["ns_steps"]) if owner == rank else torch.empty_like(g)
+            if distributed:
+                pending.append(dist.broadcast(update, src=owner, async_op=True))
+            updates.append(update)
+        for handle in pending:
+            handle.wait()
+        for (group, p, _), update in zip(work, updates, strict=True):
+            local = p.to_local() if isinstance(p, DTensor) else p
+            if isinstance(p, DTensor):  # this process's rows of the full update
+                full = DTensor.from_local(update, p.device_mesh, [Replicate()] * p.device_mesh.ndim)
+                update = full.redistribute(p.device_mesh, p.placements).to_local()
+            scale = max(1.0, p.size(0) / p.size(1)) ** 0.5
+            if group["weight_decay"]:
+                local.mul_(1 - group["lr"] * group["weight_decay"])
+            local.add_(update, alpha=-group["lr"] * scale)
         return None
 
 

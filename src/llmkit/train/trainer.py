@@ -1,7 +1,8 @@
 """The one training loop. Every stage (pretrain, SFT, reward, DPO, PPO, GRPO, distillation) plugs in
 a :class:`Task` (data + loss + evaluation) and reuses everything else here: optimizers and
-schedule, gradient accumulation, mixed precision, clipping, DDP, evaluation, atomic checkpoints,
-exact resume, progress, ``metrics.jsonl`` and the loss plot.
+schedule, gradient accumulation, mixed precision (fp16 loss scaling), clipping, DDP or FSDP2
+(``parallel.py``), activation checkpointing, evaluation, atomic checkpoints, exact resume, progress,
+``metrics.jsonl`` and the loss plot.
 
 Exact resume rests on three rules: a batch is a pure function of (seed, step, micro-batch index),
 so the data position is just the step; all RNG states travel in ``trainer_state.pt``; and
@@ -15,6 +16,7 @@ import contextlib
 import json
 import math
 import random
+import shutil
 import signal
 import sys
 import threading
@@ -28,13 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from llmkit import devices
 from llmkit.checkpoint import CheckpointManager, load_trainer_state, publish_model
 from llmkit.config import TrainConfig
 from llmkit.console import say
-from llmkit.train import distributed
+from llmkit.errors import CheckpointError, LLMKitError
+from llmkit.train import distributed, parallel
 from llmkit.train.mfu import measure_peak_flops
 from llmkit.train.optim import build_optimizers, lr_factor, set_lr
+from llmkit.train.precision import MAX_CONSECUTIVE_SKIPS, LossScaler, apply_fp8, resolve_precision
 
 TRAINER_STATE_VERSION = 1
 
@@ -69,25 +72,6 @@ class Task(Protocol):
     def evaluate(self, model: nn.Module, info: distributed.DistInfo) -> dict[str, float]: ...
 
     def tokens(self, batch: dict[str, Any]) -> int: ...
-
-
-def resolve_dtype(requested: str, device: torch.device) -> torch.dtype:
-    """The autocast dtype. ``auto``: bf16 on CUDA with bf16 support; on CPU, bf16 only when this
-    CPU has bf16 matmul instructions (AVX512-BF16, AMX, Arm BF16: there bf16 trains 1.3-1.7x faster,
-    docs/BENCHMARKS.md), by a timing probe where the CPU flags cannot be read; fp32 otherwise.
-    Master weights and optimizer state stay fp32."""
-    if requested == "bf16":
-        return torch.bfloat16
-    if requested == "fp32":
-        return torch.float32
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    if device.type == "cpu":
-        fast = devices.cpu_has_native_bf16()
-        if fast is None:
-            fast = measure_peak_flops("cpu", torch.bfloat16) >= 1.3 * measure_peak_flops("cpu", torch.float32)
-        return torch.bfloat16 if fast else torch.float32
-    return torch.float32
 
 
 @dataclass
@@ -128,17 +112,24 @@ class Trainer:
         self.on_log = on_log
         self.info = distributed.setup(cfg.device)
         self.device = self.info.device
-        self.dtype = resolve_dtype(cfg.dtype, self.device)
+        parallel.check_backend(cfg, self.info)
+        self.precision = resolve_precision(cfg.dtype, self.device)
+        self.dtype = self.precision.autocast
+        if self.info.is_main:
+            say(f"precision: {self.precision.name} ({self.precision.reason})")
         self.raw_model = model.to(self.device)
-        self.model = self.raw_model
-        if self.info.enabled:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.model, device_ids=ids)
+        if self.precision.name == "fp8":
+            apply_fp8(self.raw_model)
+        parallel.set_activation_checkpointing(self.raw_model, cfg.activation_checkpointing)
+        # "fsdp" shards the module in place (raw_model becomes the sharded model); "ddp" wraps it
+        self.model = parallel.wrap(self.raw_model, cfg, self.info, self.dtype)
+        self.sharded = parallel.is_sharded(self.model)
+        # the checkpoint layout follows the mode, not the process count, so any count resumes it
+        self.sharded_checkpoints = cfg.parallel == "fsdp"
         if cfg.compile:
             self.model = torch.compile(self.model)
         self.optimizers = build_optimizers(self.raw_model, cfg)
+        self.scaler = LossScaler(self.precision.scaled, cfg.loss_scale)
         self.ckpts = CheckpointManager(self.out_dir / "checkpoints", keep_last=cfg.keep_last)
         self.metrics_path = self.out_dir / "metrics.jsonl"
         self.step = 0
@@ -159,15 +150,30 @@ class Trainer:
             "data_position": {"step": self.step},
             "train_config": dict(vars(self.cfg).items()),
             "task": self.task.state_dict() if hasattr(self.task, "state_dict") else {},
+            "loss_scaler": self.scaler.state_dict(),
+            "world_size": self.info.world_size,
+            "optimizer_layout": parallel.SHARDED_DIR if self.sharded_checkpoints else "whole",
         }
 
     def _load_state(self, path: Path) -> None:
         from llmkit.checkpoint import load_model_weights
 
-        load_model_weights(self.raw_model, path)
         state = load_trainer_state(path)
-        for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
-            opt.load_state_dict(sd)
+        parallel.check_global_batch(path, state, self.cfg, self.info.world_size)
+        if self.sharded:
+            parallel.load_full_weights(self.raw_model, path, self.info)
+        else:
+            load_model_weights(self.raw_model, path)
+        if state.get("optimizer_layout") == parallel.SHARDED_DIR:
+            if not (path / parallel.SHARDED_DIR).is_dir():
+                raise CheckpointError(f"{path}: {parallel.SHARDED_DIR}/ (the optimizer state) is missing")
+            parallel.load_optimizers(self.raw_model, self.optimizers, path / parallel.SHARDED_DIR)
+        elif self.sharded:
+            parallel.load_whole_optimizers(self.raw_model, self.optimizers, state["optimizers"])
+        else:
+            for opt, sd in zip(self.optimizers, state["optimizers"], strict=True):
+                opt.load_state_dict(sd)
+        self.scaler.load_state_dict(state.get("loss_scaler") or {})
         self.step = int(state["step"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
@@ -218,14 +224,37 @@ class Trainer:
 
     def evaluate(self) -> dict[str, float]:
         self.model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._autocast(), parallel.gathered(self.raw_model):
             out = self.task.evaluate(self.raw_model, self.info)
         self.model.train()
         return out
 
     def _save(self) -> None:
+        if not self.sharded_checkpoints:
+            if self.info.is_main:
+                self.ckpts.save(
+                    self.step, self.raw_model, self.tokenizer, self._state(), extra_config=self.extra_config
+                )
+            distributed.barrier(self.info)
+            return
+        # every process writes its optimizer shards; process 0 writes the gathered model files and
+        # moves the shards in, then renames the whole checkpoint into place (atomic as ever)
+        staging = self.ckpts.staging_for(self.step)
+        if self.info.is_main and staging.exists():
+            shutil.rmtree(staging)  # left by a run killed mid-save
+        distributed.barrier(self.info)
+        parallel.save_optimizers(self.raw_model, self.optimizers, staging)
+        weights = parallel.full_state_dict(self.raw_model) if self.sharded else None
         if self.info.is_main:
-            self.ckpts.save(self.step, self.raw_model, self.tokenizer, self._state(), extra_config=self.extra_config)
+            self.ckpts.save(
+                self.step,
+                self.raw_model,
+                self.tokenizer,
+                {**self._state(), "optimizers": []},
+                extra_config=self.extra_config,
+                state_dict=weights,
+                extra_dirs={parallel.SHARDED_DIR: staging},
+            )
         distributed.barrier(self.info)
 
     def _prepare(self) -> dict[str, float]:
@@ -234,7 +263,7 @@ class Trainer:
         if prepare is None:
             return {}
         self.model.eval()
-        with torch.no_grad(), self._autocast():
+        with torch.no_grad(), self._autocast(), parallel.gathered(self.raw_model):
             out = prepare(self.raw_model, self.step, self.info) or {}
         self.model.train()
         return out
@@ -251,29 +280,31 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         tokens = 0
         for m, batch in enumerate(batches):
-            sync = m == len(batches) - 1 or not info.enabled
-            ctx = contextlib.nullcontext() if sync else self.model.no_sync()
-            with ctx:
+            with parallel.gradient_sync(self.model, sync=m == len(batches) - 1):
                 with self._autocast():
                     loss, more = self.task.loss(self.model, batch)
-                (loss * info.world_size / count).backward()
+                (loss * (self.scaler.scale * info.world_size) / count).backward()
             loss_sum += loss.detach().float()
             tokens += self.task.tokens(batch)
             for k, v in more.items():
                 extra[k] = extra.get(k, 0.0) + float(v) / len(batches)
-        grad_norm = nn.utils.clip_grad_norm_(
-            self.raw_model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf")
-        )
-        for opt in self.optimizers:
-            opt.step()
+        params = [p for p in self.raw_model.parameters() if p.requires_grad]
+        self.scaler.unscale(params)
+        grad_norm = float(parallel.clip_grad_norm(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+        if self.scaler.update(math.isfinite(grad_norm)):  # fp16: a step with inf/nan gradients is skipped
+            for opt in self.optimizers:
+                opt.step()
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
         loss_sum = distributed.all_reduce_sum(loss_sum, info)
-        _nan_guard((loss_sum / count).item(), f"step {self.step + 1}")
+        if not self.scaler.enabled or self.scaler.consecutive >= MAX_CONSECUTIVE_SKIPS:
+            _nan_guard((loss_sum / count).item(), f"step {self.step + 1}")
         self.step += 1
+        if self.scaler.enabled:  # fp16: the scale for the next step and how many steps were skipped so far
+            extra.update(loss_scale=self.scaler.scale, skipped_steps=self.scaler.skipped)
         return {
             "loss": (loss_sum / count).item(),
-            "grad_norm": float(grad_norm),
+            "grad_norm": grad_norm,
             "lr": self.optimizers[0].param_groups[0]["lr"],
             "tokens": tokens * info.world_size,
             **extra,
@@ -349,10 +380,14 @@ class Trainer:
         if last_eval_step != self.step:  # the final weights are always evaluated, once
             last_eval = self.evaluate()
             self._log({"step": self.step, **last_eval})
+        export = getattr(self.task, "export", None)
+        published = export(self.raw_model) if export else self.raw_model
+        weights = parallel.full_state_dict(self.raw_model) if self.sharded else None  # collective
         if info.is_main:
-            export = getattr(self.task, "export", None)
-            published = export(self.raw_model) if export else self.raw_model
-            publish_model(self.out_dir, published, self.tokenizer, extra_config=self.extra_config)
+            if weights is not None and published is not self.raw_model:  # PPO's policy without its value head
+                prefix = next(n for n, m in self.raw_model.named_modules() if m is published) + "."
+                weights = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+            publish_model(self.out_dir, published, self.tokenizer, extra_config=self.extra_config, state_dict=weights)
             from llmkit.report import plot_metrics
 
             plot_metrics(self.metrics_path, self.out_dir / "loss.png")
@@ -416,6 +451,8 @@ class _Progress:
         text = f"loss {row['loss']:.4f} | {row['tokens_per_s']:,.0f} tok/s | mfu {100 * row['mfu']:.1f}%"
         if "reward" in row:  # RL: the latest rollout round's mean reward
             text += f" | reward {row['reward']:.3f}"
+        if row.get("skipped_steps"):  # fp16: steps skipped for inf/nan gradients so far
+            text += f" | skipped {row['skipped_steps']} (loss scale {row['loss_scale']:g})"
         if self.bar is not None:
             self.bar.set_postfix_str(text + self.extra, refresh=False)
         else:
@@ -441,6 +478,4 @@ class _Progress:
 
 def _nan_guard(value: float, where: str) -> None:
     if not math.isfinite(value):
-        from llmkit.errors import LLMKitError
-
         raise LLMKitError(f"{where}: loss became {value}; lower train.lr or enable train.grad_clip")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from llmkit.errors import LLMKitError
@@ -100,8 +100,9 @@ def split_reply(text: str) -> tuple[str, list[str]]:
     return text[:first].rstrip(), [m.group(1) for m in _CALL.finditer(text, first)]
 
 
-def parse_tool_calls(text: str, tools: dict[str, Tool], id_prefix: str = "call") -> tuple[str, list[ToolCall]]:
-    """The reply's text before its calls, and each call (malformed ones with ``error`` set)."""
+def parse_tool_calls(text: str, tools: Collection[str], id_prefix: str = "call") -> tuple[str, list[ToolCall]]:
+    """The reply's text before its calls, and each call (malformed ones with ``error`` set).
+    ``tools``: the names on offer (a dict name -> :class:`Tool` will do)."""
     content, bodies = split_reply(text)
     calls = []
     for i, body in enumerate(bodies):

@@ -10,7 +10,7 @@ const STRINGS = {
     inputHint: "Type a message. Enter sends, Shift+Enter is a new line.", send: "Send", stop: "Stop",
     you: "You", assistant: "Assistant", stopped: "stopped", error: "Error", noModels: "No models",
     thinking: "…", usage: (n, s) => `${n} tokens in ${s} s`, finish: { length: "cut at the token limit", abort: "ended by the server" },
-    lang: "中文", network: "cannot reach the server",
+    lang: "中文", network: "cannot reach the server", sources: "Sources",
   },
   zh: {
     model: "模型", newChat: "新对话", settings: "设置", system: "系统提示词",
@@ -19,7 +19,7 @@ const STRINGS = {
     inputHint: "输入消息。回车发送，Shift+回车换行。", send: "发送", stop: "停止",
     you: "你", assistant: "助手", stopped: "已停止", error: "错误", noModels: "没有模型",
     thinking: "…", usage: (n, s) => `${n} 个词元，用时 ${s} 秒`, finish: { length: "已达到长度上限", abort: "服务器结束了回答" },
-    lang: "English", network: "无法连接服务器",
+    lang: "English", network: "无法连接服务器", sources: "资料来源",
   },
 };
 
@@ -37,6 +37,7 @@ function applyLanguage() {
   for (const el of document.querySelectorAll("[data-i18n-placeholder]")) el.placeholder = t(el.dataset.i18nPlaceholder);
   $("lang").textContent = t("lang");
   for (const el of document.querySelectorAll(".msg .who")) el.textContent = t(el.dataset.role === "user" ? "you" : "assistant");
+  for (const el of document.querySelectorAll(".sources .label")) el.textContent = t("sources");
 }
 
 function headers() {
@@ -87,6 +88,25 @@ function addMessage(role, text) {
   $("messages").append(box);
   box.scrollIntoView({ block: "end" });
   return body;
+}
+
+// The passages a server with --rag put into the prompt, under the answer: "[n] file (position)",
+// the passage itself as the tooltip. Text nodes only, like the reply.
+function showSources(box, sources) {
+  const list = document.createElement("div");
+  list.className = "sources";
+  const label = document.createElement("div");
+  label.className = "label";
+  label.textContent = t("sources");
+  const items = document.createElement("ol");
+  for (const s of sources) {
+    const item = document.createElement("li");
+    item.textContent = `[${s.n}] ${s.source} (${s.where})`;
+    item.title = s.text;
+    items.append(item);
+  }
+  list.append(label, items);
+  box.append(list);
 }
 
 function busy(on) {
@@ -156,6 +176,7 @@ async function send(text) {
         const chunk = JSON.parse(data);
         if (chunk.error) throw new Error(chunk.error.message);
         if (chunk.usage) usage = chunk.usage;
+        if (chunk.sources && chunk.sources.length) showSources(out.parentElement, chunk.sources);
         for (const c of chunk.choices || []) {
           if (c.delta && c.delta.content) {
             out.classList.remove("pending");
