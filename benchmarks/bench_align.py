@@ -2,7 +2,7 @@
 RL on a finished speedrun, and distillation from a 4x larger teacher.
 
     python benchmarks/bench_align.py throughput                 # GRPO + DPO vs TRL, same model/data
-    python benchmarks/bench_align.py accuracy --run runs/cpu-tiny --n 500
+    python benchmarks/bench_align.py accuracy --run runs/cpu-tiny --n 500     # or --models SFT, then RL, DPO
     python benchmarks/bench_align.py distill --run runs/cpu-tiny --steps 300
 
 ``throughput``: one tiny Llama (the cpu-tiny shape, random weights, a tokenizer trained on the
@@ -209,24 +209,20 @@ def accuracy(args) -> None:
     run = Path(args.run)
     rl_tasks = json.loads((run / "rl" / "eval_rl.json").read_text())["train"]["tasks"].removeprefix("tasks:")
     dpo = Path(args.dpo) if args.dpo else run / "dpo"
-    if not (dpo / "config.json").is_file():
-        cmd = [
-            sys.executable,
-            "-m",
-            "llmkit.cli",
-            "dpo",
-            run / "sft",
-            *args.dpo_overrides,
-            "--data",
-            f"tasks:{rl_tasks}",
-            "--out",
-            dpo,
-            "--preset",
-            run / "config.yaml",
-        ]
-        subprocess.run([str(c) for c in cmd], check=True)
-    models = {"SFT": str(run / "sft"), "DPO": str(dpo), "RL": str(run / "rl")}
-    scores = _run(ACCURACY, run, args.n, json.dumps(models), args.threads)
+    paths = {"SFT": run / "sft", "DPO": dpo, "RL": run / "rl"}
+    scores = {}
+    for label in args.models:  # each model's scores are kept, so the measurement can be split into runs
+        cache = run / f"bench_accuracy_{label.lower()}_n{args.n}.json"
+        if cache.is_file():
+            scores[label] = json.loads(cache.read_text())
+            continue
+        if label == "DPO" and not (dpo / "config.json").is_file():
+            _train_dpo(run, dpo, rl_tasks, args.dpo_overrides)
+        scores[label] = _run(ACCURACY, run, args.n, json.dumps({label: str(paths[label])}), args.threads)[label]
+        cache.write_text(json.dumps(scores[label]))
+    if not {"SFT", "DPO", "RL"} <= set(scores):
+        print(f"kept scores of {', '.join(scores)}; run again with the other models to get the table")
+        return
     trained = set(rl_tasks.split(","))
     print(f"held-out test examples per task: up to {args.n}; RL and DPO trained on: {', '.join(sorted(trained))}\n")
     print("| task | n | SFT | DPO | RL | RL - SFT (SE) | DPO - SFT (SE) |")
@@ -235,6 +231,13 @@ def accuracy(args) -> None:
         d, r = scores["DPO"][task], scores["RL"][task]
         mark = " (trained)" if task in trained else ""
         print(f"| {task}{mark} | {s['n']} | {_cell(s)} | {_cell(d)} | {_cell(r)} | {_gap(r, s)} | {_gap(d, s)} |")
+
+
+def _train_dpo(run: Path, out: Path, tasks: str, overrides: list[str]) -> None:
+    """DPO from the run's SFT model on task-suite pairs of the tasks RL trained on."""
+    cmd = [sys.executable, "-m", "llmkit.cli", "dpo", run / "sft", *overrides, "--data", f"tasks:{tasks}"]
+    cmd += ["--out", out, "--preset", run / "config.yaml"]
+    subprocess.run([str(c) for c in cmd], check=True)
 
 
 def _cell(x: dict) -> str:
@@ -306,6 +309,9 @@ def main() -> None:
     a.add_argument("--dpo", default=None, help="a DPO model to evaluate (default: train RUN/dpo from sft/)")
     a.add_argument("--dpo-overrides", nargs="*", default=[], help="dpo.* settings for the DPO run")
     a.add_argument("--threads", type=int, default=2)
+    a.add_argument(
+        "--models", nargs="+", default=["SFT", "DPO", "RL"], choices=["SFT", "DPO", "RL"], help="models to score now"
+    )
     d = sub.add_parser("distill")
     d.add_argument("--run", required=True, help="a speedrun directory whose base/ is the teacher")
     d.add_argument("--out", default=None)

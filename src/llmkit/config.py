@@ -591,7 +591,8 @@ class GRPOConfig:
     task_examples: int = 2000
     """With ``tasks:`` prompts, training prompts per task."""
     eval_prompts: int = 64
-    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split)."""
+    """Held-out prompts scored with greedy decoding at each evaluation (``tasks:``: the test split);
+    the speedrun's ``rl`` stage scores them before and after training instead."""
     max_steps: int = 100
     """Optimizer steps (rounds = max_steps / (epochs x minibatches))."""
     lr: float = 1e-5
@@ -665,7 +666,8 @@ class DistillConfig:
     teacher: str = ""
     """Teacher checkpoint (must share the student's tokenizer)."""
     data: str = ""
-    """``pretrain`` (the run's token shards) or a JSONL file of chat conversations (``messages``)."""
+    """``pretrain`` or empty (the run's token shards), or chat conversations (a JSONL/JSON/Parquet
+    file, saved dataset or ``hf:NAME``, as ``sft.data`` reads them) with the loss on the replies."""
     divergence: str = "forward"
     """``forward`` KL(teacher||student), ``reverse`` KL(student||teacher) or ``mix`` of both."""
     mix: float = 0.5

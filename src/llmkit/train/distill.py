@@ -8,6 +8,10 @@ hard-label loss; it adds the teacher's soft targets:
 token, with D the forward KL (Hinton et al. 2015), the reverse KL (MiniLLM) or a mix
 (:func:`~llmkit.train.objectives.distill_divergence`). Teacher and student may differ in size but
 must share the tokenizer (the vocabularies are compared before training starts).
+
+The data is a run's pretraining shards (:class:`~llmkit.train.pretrain.PretrainTask`) or chat
+conversations (:func:`chat_task`: the SFT encoding and packing, the loss on the assistant's tokens
+only, a tenth held out), so a chat teacher can be distilled on the conversations it was tuned for.
 """
 
 from __future__ import annotations
@@ -43,9 +47,10 @@ class DistillTask:
 
     def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, float]]:
         ids, labels = batch["input_ids"], batch["labels"]  # (B, T) each; labels -100 where no loss
-        logits = model(ids)  # (B, T, V)
+        packed = {k: batch[k] for k in ("position_ids", "attn_mask") if k in batch}  # packed chat rows
+        logits = model(ids, **packed)  # (B, T, V)
         with torch.no_grad():
-            teacher_logits = self.teacher(ids)  # (B, T, V)
+            teacher_logits = self.teacher(ids, **packed)  # (B, T, V)
         keep = labels != IGNORE  # (B, T)
         hard = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE, reduction="sum")
         soft = distill_divergence(logits[keep], teacher_logits[keep], self.temperature, self.kind, self.mix).sum()
@@ -59,10 +64,44 @@ class DistillTask:
         return self.base.evaluate(model, info)
 
 
+def chat_task(source: str, tokenizer, seq_len: int, batch_size: int, seed: int, device) -> Any:
+    """Conversations of ``source`` (any file ``llmkit sft --data`` reads) as an SFT task whose
+    evaluation is the held-out loss per assistant token (``val_loss``) on a tenth of them."""
+    from llmkit.data.chat import ChatStats, encode_conversations, fit_length, read_conversations
+    from llmkit.train.posttrain import hold_out
+    from llmkit.train.sft import SFTTask, collate, sft_loss
+
+    stats = ChatStats()
+    encoded = [
+        fit_length(e, seq_len, "truncate", stats)
+        for e in encode_conversations(tokenizer, read_conversations(source, stats))
+    ]
+    kept = [e for e in encoded if e is not None]
+    train, val = hold_out(kept, 0.1, key=lambda e: " ".join(map(str, e.ids)), seed=seed)
+    if not val:
+        raise ConfigError(f"{source}: too few conversations to hold out a tenth for validation; give at least 10")
+
+    @torch.no_grad()
+    def evaluate(model, info: distributed.DistInfo) -> dict[str, float]:
+        total, count = 0.0, 0
+        for i in range(0, len(val), batch_size):
+            batch = collate([[e] for e in val[i : i + batch_size]], seq_len, tokenizer.pad_id)
+            batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            total += float(sft_loss(model, batch))
+            count += batch["count"]
+        return {"val_loss": total / max(count, 1)}
+
+    say(f"distill: {len(train)} conversations ({len(val)} held out) from {source}; {stats.summary()}")
+    return SFTTask(
+        [train], [1.0], seq_len, batch_size, tokenizer.pad_id, seed=seed, evaluate_fn=evaluate, device=device
+    )
+
+
 def run_distill(teacher_dir: Path, out_dir: Path, cfg: RunConfig, data, student_dir: Path | None = None) -> dict:
     """Distil the teacher at ``teacher_dir`` into a student (the checkpoint ``student_dir``, or a
-    fresh model of shape ``cfg.model``) on ``data`` (a run's prepared token shards), into ``out_dir``
-    (resuming). ``distill.alpha=0`` trains the same student on the data alone (the baseline)."""
+    fresh model of shape ``cfg.model``) into ``out_dir`` (resuming), on ``data`` (a run's prepared
+    token shards) or, when ``distill.data`` names a file of conversations, on those (``data`` is
+    then None). ``distill.alpha=0`` trains the same student on the data alone (the baseline)."""
     from llmkit.model.transformer import Transformer
     from llmkit.train.pretrain import PretrainTask
 
@@ -74,7 +113,7 @@ def run_distill(teacher_dir: Path, out_dir: Path, cfg: RunConfig, data, student_
     info = distributed.setup(train_cfg.device)
     device = distributed.pick_device(train_cfg.device, info.local_rank)
     teacher_tok = Tokenizer.load(teacher_dir)
-    if data.tokenizer.fingerprint() != teacher_tok.fingerprint():
+    if data is not None and data.tokenizer.fingerprint() != teacher_tok.fingerprint():
         raise ConfigError(
             f"{teacher_dir}: the teacher's tokenizer differs from the one the training data was tokenized with; "
             "distil on data prepared with the teacher's tokenizer"
@@ -90,16 +129,20 @@ def run_distill(teacher_dir: Path, out_dir: Path, cfg: RunConfig, data, student_
         torch.manual_seed(train_cfg.seed)
         student, tok = Transformer(ModelConfig(**shape)).to(device), teacher_tok
     teacher = load_frozen(Path(teacher_dir), device, tok, student.config, "teacher")
-    base = PretrainTask(
-        data.train,
-        data.val,
-        train_cfg.seq_len,
-        train_cfg.batch_size,
-        data.tokenizer.token_bytes(),
-        seed=train_cfg.seed,
-        eval_batches=train_cfg.eval_batches,
-        device=device,
-    )
+    if data is None:
+        seq_len = min(train_cfg.seq_len, student.config.max_position_embeddings)
+        base = chat_task(d.data, tok, seq_len, train_cfg.batch_size, train_cfg.seed, device)
+    else:
+        base = PretrainTask(
+            data.train,
+            data.val,
+            train_cfg.seq_len,
+            train_cfg.batch_size,
+            data.tokenizer.token_bytes(),
+            seed=train_cfg.seed,
+            eval_batches=train_cfg.eval_batches,
+            device=device,
+        )
     task = DistillTask(base, teacher, temperature=d.temperature, alpha=d.alpha, kind=d.divergence, mix=d.mix)
     if info.is_main:
         say(

@@ -58,9 +58,10 @@ class RewardTask:
 
     def loss(self, model, batch) -> tuple[torch.Tensor, dict[str, float]]:
         chosen, rejected = self.scores(model, batch)
+        gap = (chosen - rejected).detach()  # (b,)
         return bradley_terry_loss(chosen, rejected).sum(), {
-            "accuracy": float((chosen > rejected).float().mean()),
-            "margin": float((chosen - rejected).mean()),
+            "accuracy": float((gap > 0).float().mean()),
+            "margin": float(gap.mean()),
         }
 
     @torch.no_grad()

@@ -148,7 +148,7 @@ def rl_prompts(spec: str, tokenizer, task_examples: int, n_eval: int, seed: int)
         return (*prompts_from_file(spec, tokenizer, n_eval, seed), False)
     per_task = max(1, -(-n_eval // len(names)))
     train = task_prompts(tokenizer, examples(names, "train", task_examples, seed))
-    held = task_prompts(tokenizer, examples(names, "test", per_task, seed))
+    held = task_prompts(tokenizer, examples(names, "test", per_task, seed)) if n_eval > 0 else []
     return train, held, True
 
 
