@@ -194,6 +194,7 @@ def test_corpus_smaller_than_one_sequence(tmp_path):
         "--run-dir",
         tmp_path / "r",
         f"data.sources=[{d}]",
+        "pipeline.stages=[data,pretrain]",  # the data stage's own check (cleaning would drop them first)
         "tokenizer.vocab_size=300",
     )
     one_line_error(r, "fewer than one sequence", "train.seq_len")
@@ -216,7 +217,7 @@ def test_vocab_too_small(tmp_path):
         "--run-dir",
         tmp_path / "r",
         f"data.sources=[{d}]",
-        "clean.repetition=false",
+        "pipeline.stages=[data,pretrain]",  # the tokenizer's own check (cleaning would drop the text first)
         "tokenizer.vocab_size=100",
     )
     one_line_error(r, "tokenizer.vocab_size")
@@ -267,7 +268,7 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path):
         "--preset",
         "cpu-micro",
         f"data.sources=[{p}]",
-        "clean.repetition=false",  # one document of 400 near-identical lines
+        "pipeline.stages=[data,pretrain]",  # one document of 400 near-identical lines, mostly Chinese
         "train.max_steps=2",
         "train.seq_len=32",
         "tokenizer.vocab_size=300",

@@ -186,7 +186,9 @@ def test_any_checkpoint_embeds_by_mean_pooling(llmkit_checkpoint):
     model, tok = load_model(llmkit_checkpoint).eval(), Tokenizer.load(llmkit_checkpoint)
     for text, vec in zip(texts, got, strict=True):
         with torch.no_grad():
-            h = model.hidden_states(torch.tensor([tok.encode(text)]))[0].mean(0)  # (C,)
+            h = model.hidden_states(torch.tensor([tok.encode(text, bos=True)]))[0].mean(
+                0
+            )  # (C,) BOS as transformers adds it
         np.testing.assert_allclose(vec, torch.nn.functional.normalize(h, dim=0).numpy(), atol=1e-5)
 
 
