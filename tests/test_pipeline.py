@@ -275,3 +275,19 @@ def test_invalid_utf8_is_replaced_and_counted(tmp_path):
     )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "invalid UTF-8" in r.stderr
+
+
+def test_a_stage_still_to_run_may_change_its_settings_a_finished_one_may_not(tmp_path):
+    from llmkit.config import resolve
+    from llmkit.errors import ConfigError
+    from llmkit.pipeline import init_run_dir
+    from llmkit.stages import get_stages
+
+    init_run_dir(resolve("cpu-micro", []), tmp_path)
+    tuned = resolve("cpu-micro", ["grpo.lr=0.01"])
+    with pytest.raises(ConfigError, match=r"grpo\.lr.*--from rl"):
+        init_run_dir(tuned, tmp_path)  # every stage finished: the rl output was built from the old value
+    init_run_dir(tuned, tmp_path, get_stages(["rl"]))  # rl runs again (or has not run): its section may change
+    assert "lr: 0.01" in (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"model\.hidden_size.*--from pretrain"):
+        init_run_dir(resolve("cpu-micro", ["grpo.lr=0.01", "model.hidden_size=32"]), tmp_path, get_stages(["rl"]))

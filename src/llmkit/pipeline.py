@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -42,20 +43,28 @@ def _diff(a, b, prefix=""):
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def init_run_dir(cfg: RunConfig, run_dir: Path) -> None:
-    """Create the run directory and save the resolved config; refuse to mix configs in one run."""
+def init_run_dir(cfg: RunConfig, run_dir: Path, to_run: Sequence[Stage] = ()) -> None:
+    """Create the run directory and save the resolved config; refuse to mix configs in one run.
+
+    Sections that only change what runs or is shown (``pipeline``, ``sample``, ``eval``) are always
+    free; so are the ``settings`` of the stages in ``to_run`` (not yet complete, or run again with
+    ``--from``), whose output is still to be written. A change to what a finished stage was built
+    from is refused."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: is a file, not a run directory; give --run-dir a directory")
     path = run_dir / "config.yaml"
     current = cfg.to_dict()
     if path.is_file():
         saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        free = ("sample.", "pipeline.", "eval.")  # sections that change what runs or is shown, not what was trained
+        shown = ("pipeline.", "sample.", "eval.")
+        free = (*shown, *(f"{section}." for stage in to_run for section in stage.settings))
         changed = [k for k in _diff(saved, current) if not k.startswith(free) and k != "preset"]
         if changed:
+            owners = [s.name for s in get_stages(cfg.pipeline.stages) if changed[0].split(".")[0] in s.settings]
+            redo = f"run again with `--from {owners[0]}` to redo what it affects, " if owners else ""
             raise ConfigError(
                 f"{path}: this run was started with a different config ({', '.join(changed[:4])}); "
-                "use a new --run-dir, or delete the run directory to start over"
+                f"{redo}use a new --run-dir, or delete the run directory to start over"
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg.save(path)
@@ -120,7 +129,11 @@ def run(cfg: RunConfig, run_dir: Path, until: str | None = None, start_from: str
     info = distributed.setup(cfg.train.device)
     ctx = StageContext(cfg, Path(run_dir), info)
     if info.is_main:
-        init_run_dir(cfg, ctx.run_dir)
+        record = read_record(ctx.run_dir)
+        to_run = [
+            s for i, s in enumerate(stages) if i >= first and (start_from or not is_complete(s, ctx.run_dir, record))
+        ]
+        init_run_dir(cfg, ctx.run_dir, to_run)
         if start_from:
             _forget(ctx.run_dir, stages[first:])
     distributed.barrier(info)

@@ -57,6 +57,9 @@ class Stage:
     report: Callable[[StageContext], ReportSections] | None = None
     all_ranks: bool = False
     """Run on every ``torchrun`` process (training stages); otherwise rank 0 runs it, the rest wait."""
+    settings: tuple[str, ...] = ()
+    """Config sections the stage's output depends on: a run may change them while the stage is still
+    to run (or is run again with ``--from``), and only then."""
 
 
 @cache

@@ -84,4 +84,5 @@ STAGE = Stage(
     writes=("clean",),
     run=_run,
     report=_report,
+    settings=("clean", "data"),
 )

@@ -142,4 +142,5 @@ STAGE = Stage(
     writes=("tokenizer", "data"),
     run=_run,
     report=_report,
+    settings=("data", "tokenizer"),
 )

@@ -79,4 +79,5 @@ STAGE = Stage(
     writes=("eval",),
     run=_run,
     report=_report,
+    settings=("eval",),
 )

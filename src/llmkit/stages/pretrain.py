@@ -107,4 +107,5 @@ STAGE = Stage(
     run=run_pretrain,
     report=_report,
     all_ranks=True,
+    settings=("model", "train"),
 )

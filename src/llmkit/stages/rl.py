@@ -124,4 +124,5 @@ STAGE = Stage(
     run=run_rl,
     report=_report,
     all_ranks=True,
+    settings=("grpo",),
 )

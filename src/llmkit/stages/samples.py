@@ -49,4 +49,5 @@ STAGE = Stage(
     writes=("samples",),
     run=_run,
     report=_report,
+    settings=("sample",),
 )

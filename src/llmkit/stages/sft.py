@@ -113,4 +113,5 @@ STAGE = Stage(
     run=run_sft,
     report=_report,
     all_ranks=True,
+    settings=("sft",),
 )
