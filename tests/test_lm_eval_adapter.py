@@ -89,3 +89,14 @@ def test_rolling_loglikelihood_and_generation_use_the_scorer_and_the_engine(setu
     texts = adapter.generate_until(reqs)
     assert texts[0] == lm.generate("ROMEO.", max_new_tokens=8, temperature=0, stop=["\n"])
     assert texts[1] == lm.generate("床前明月光，", max_new_tokens=6, temperature=0, stop=["。"])
+
+
+def test_registering_the_adapter_keeps_lm_evals_own_models():
+    """lm-eval imports its built-in models only while its registry is empty: registering ``llmkit``
+    first must not hide ``hf`` or ``local-completions`` from a later simple_evaluate."""
+    from lm_eval.api.registry import get_model
+
+    import llmkit.eval.harness  # noqa: F401
+
+    assert get_model("llmkit").__name__ == "LLMKitLM"
+    assert get_model("local-completions") and get_model("hf")

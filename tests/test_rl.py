@@ -155,10 +155,12 @@ def test_ppo_resumes_bitwise_between_rounds(fx):
     assert r.returncode == 0, r.stderr[-3000:]
     assert not any(k.startswith("value_head") for k in load_file(str(straight / "model.safetensors")))
     load_model(straight)  # the published policy is a plain causal LM
-    kill_after(cli(fx, "ppo", out, *PPO_RUN, popen=True), out, 5)
+    kill_after(cli(fx, "ppo", out, *PPO_RUN, popen=True), out, 3)  # early: 8 steps take ~1 s on a quiet machine
     r = cli(fx, "ppo", out, *PPO_RUN)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "resumed from step 4" in r.stderr, r.stderr[-2000:]
+    assert re.search(r"resumed from step [246]\b", r.stderr), r.stderr[
+        -2000:
+    ]  # a round's start, wherever the kill landed
     assert_same_run(straight, out)
 
 

@@ -20,6 +20,7 @@ from llmkit.eval.runner import encode_pair
 from llmkit.infer.scoring import score
 
 try:
+    import lm_eval.models  # noqa: F401  lm-eval's own models first: it imports them only while its registry is empty
     from lm_eval.api.model import LM
     from lm_eval.api.registry import register_model
 except ImportError as e:  # lm-eval is an optional dependency
