@@ -108,6 +108,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="a LoRA adapter directory (PEFT format) to run on top of the checkpoint, unmerged",
     )
     p.add_argument(
+        "--kv-cache",
+        default="auto",
+        choices=["auto", "int8"],
+        help="key/value cache storage: int8 holds about a quarter of fp32's bytes, for long contexts "
+        "and large batches, at a small quality cost (default: auto, the compute dtype)",
+    )
+    p.add_argument(
         "--rope-scaling",
         default=None,
         metavar="TYPE:FACTOR",
@@ -130,4 +137,5 @@ def load_for_inference(args):
         from llmkit.model.rope import parse_rope_scaling
 
         lm.set_rope_scaling(parse_rope_scaling(args.rope_scaling))
+    lm.engine.kv_cache = getattr(args, "kv_cache", "auto")
     return lm

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from llmkit.infer.kv_cache import KVCache
+from llmkit.infer.kv_cache import KV_CACHE_KINDS, KVCache
 from llmkit.infer.prefix_cache import PrefixCache
 from llmkit.infer.sampling import GenerationError, LogitsPipeline, SamplingParams, sample
 from llmkit.model.inference import prepare_for_inference
@@ -251,6 +251,9 @@ class Engine:
     applies :func:`prepare_for_inference` to the model (in place, same values). ``prefix_cache``
     keeps the KV of that many finished sequences for prompts that continue them
     (:mod:`~llmkit.infer.prefix_cache`; off by default, so results never depend on what ran before).
+    ``kv_cache`` "int8" stores keys and values in int8 (:class:`~llmkit.infer.kv_cache.Int8KVCache`:
+    about a quarter of the fp32 cache's memory, for long contexts and large batches); "auto" in
+    the compute dtype.
     """
 
     def __init__(
@@ -266,6 +269,7 @@ class Engine:
         prefix_cache: int = 0,
         max_batch_tokens: int | None = None,
         prefill_budget: int | None = None,
+        kv_cache: str = "auto",
     ):
         self.model = model.eval()
         if optimize and hasattr(model, "lm_head"):
@@ -285,6 +289,9 @@ class Engine:
         if tokenizer is not None and getattr(tokenizer, "eos_id", None) is not None:
             self.eos_ids.add(tokenizer.eos_id)
         self._table = token_byte_table(tokenizer) if tokenizer is not None else None
+        if kv_cache not in KV_CACHE_KINDS:
+            raise GenerationError(f"unknown kv_cache {kv_cache!r}; choose one of {', '.join(KV_CACHE_KINDS)}")
+        self.kv_cache = kv_cache
         self.cache: KVCache | None = None
         self.prefixes = PrefixCache(prefix_cache)
         self._rows: list[SeqState] = []  # running sequences; cache row i holds self._rows[i]
@@ -478,7 +485,7 @@ class Engine:
         """Make room for ``rows`` rows of ``length`` slots. The cache only grows, except that with a
         KV budget a growth that would pass it reshapes the cache to exactly what is needed."""
         if self.cache is None:
-            self.cache = KVCache.for_model(self.model, max(rows, 1), length)
+            self.cache = KVCache.for_model(self.model, max(rows, 1), length, self.kv_cache)
         elif rows > self.cache.max_batch or length > self.cache.max_len:
             B, S = max(rows, self.cache.max_batch), max(length, self.cache.max_len)
             if self.max_batch_tokens is not None and self.max_batch_tokens < B * S:
@@ -642,7 +649,7 @@ class Engine:
         max_len = min(self.context, P + params.max_new_tokens)
         stop_ids = (set() if params.ignore_eos else set(self.eos_ids)) | {int(t) for t in params.stop_token_ids}
         pipe = LogitsPipeline(params, self.vocab_size, sorted(stop_ids), self.device)
-        cache = KVCache.for_model(self.model, nb, max_len)
+        cache = KVCache.for_model(self.model, nb, max_len, self.kv_cache)
         dev, V = self.device, self.vocab_size
         keep = max(2, 1 + len(stop_ids)) * nb  # candidates kept per step
         top_mask = torch.arange(keep, device=dev) < nb

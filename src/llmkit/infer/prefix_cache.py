@@ -29,16 +29,9 @@ class PrefixCache:
         n = len(tokens)
         if self.capacity <= 0 or n < MIN_REUSE:
             return
-        if self._kv is None:
-            self._kv = KVCache(
-                len(cache.k),
-                self.capacity,
-                n,
-                cache.k[0].size(1),
-                cache.k[0].size(3),
-                cache.k[0].dtype,
-                cache.k[0].device,
-            )
+        if self._kv is None or type(self._kv) is not type(cache):
+            self._kv = cache.like(self.capacity, n)
+            self._entries = []
         elif n > self._kv.max_len:
             self._kv.grow(self.capacity, n)
         # an entry this continues is replaced (a chat's next turn); else the oldest makes room
@@ -49,7 +42,7 @@ class PrefixCache:
             dst = self._entries.pop(old)[1]
         else:
             dst = min(set(range(self.capacity)) - {r for _, r in self._entries})
-        for store, live in zip(self._kv.k + self._kv.v, cache.k + cache.v, strict=True):
+        for store, live in zip(self._kv.tensors(), cache.tensors(), strict=True):
             store[dst, :, :n].copy_(live[row, :, :n])
         self._entries.append((list(tokens), dst))
 
@@ -66,7 +59,9 @@ class PrefixCache:
                 best, best_row = n, store_row
         if best < MIN_REUSE:
             return 0
-        for store, live in zip(self._kv.k + self._kv.v, cache.k + cache.v, strict=True):
+        if type(self._kv) is not type(cache):
+            return 0
+        for store, live in zip(self._kv.tensors(), cache.tensors(), strict=True):
             live[row, :, :best].copy_(store[best_row, :, :best])
         self.reused_tokens += best
         return best

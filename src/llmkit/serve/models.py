@@ -28,6 +28,7 @@ class EngineOptions:
     max_batch_tokens: int | None = None
     prefill_budget: int | None = 2048
     prefix_cache: int = 8
+    kv_cache: str = "auto"
 
 
 @dataclass
@@ -89,6 +90,7 @@ def serve_model(name: str, path: Path, lm, options: EngineOptions, model=None) -
         max_batch_tokens=options.max_batch_tokens,
         prefill_budget=options.prefill_budget,
         prefix_cache=options.prefix_cache,
+        kv_cache=options.kv_cache,
     )
     specials = set(tok.special_ids)
     raw = [b"" if i in specials else bytes(b) for i, b in enumerate(tok.token_byte_strings())]
