@@ -13,7 +13,6 @@ clip-higher), Liu et al. 2025 (Dr. GRPO: no length or std normalisation).
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,9 @@ from llmkit.train.rollout import (
     chunked_logprobs,
     fitting,
     greedy_completions,
-    round_seed,
-    sample_completions,
     stop_ids,
 )
-from llmkit.train.sequences import model_logprobs, pack_completions
+from llmkit.train.sequences import model_logprobs
 from llmkit.train.task_data import rl_prompts, rl_scorer
 
 
@@ -78,26 +75,12 @@ class GRPOTask(RolloutTask):
         self.loss_norm, self.scale = loss_norm, scale_advantages
         self.ref_model, self.eval_prompts = ref_model, list(eval_prompts)
         self.max_batch = max_batch
-        self.pad_id = tokenizer.pad_id
-        self._warned = False
 
     # ---- rollouts -----------------------------------------------------------------------------
     def collect(self, model, round_index: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        self.check_divisible(self.per_round * self.samples // self.info.world_size, "grpo prompts x samples")
-        prompts = self.round_prompts(self.prompts, self.per_round, round_index)
-        engine = self.engine(model, self.tokenizer, self.max_batch)
-        seed = round_seed(self.seed, round_index) + self.info.rank * len(prompts) * self.samples
-        t0 = time.perf_counter()
-        flat = [c for g in sample_completions(engine, prompts, self.samples, self.sampling, seed) for c in g]
-        rollout_s = time.perf_counter() - t0
-        rep = [p for p in prompts for _ in range(self.samples)]
-        rewards, stats = self.scorer(rep, flat)
-        if stats.failures and not self._warned:
-            say(f"grpo: a reward call failed ({stats.first_error}); such samples are left out and counted")
-            self._warned = True
-        r = torch.tensor(rewards)  # (P*G,), NaN where the call failed
+        got = self.rollout(model, round_index, "grpo")
+        buf, r = got.buffer, got.scores  # r (P*G,), NaN where the call failed
         adv = group_advantages(r, self.samples, scale=self.scale)  # (P*G,), 0 where failed
-        buf = pack_completions([p.ids for p in rep], [c.token_ids for c in flat], self.pad_id, self.device)
         buf["loss_mask"][torch.isnan(r)] = 0.0
         buf["advantages"] = adv.to(self.device)
         if self.steps_per_round > 1:  # the policy moves within the round: ratios need the sampling policy
@@ -112,8 +95,8 @@ class GRPOTask(RolloutTask):
             "reward_std": float(valid.std()) if valid.numel() > 1 else 0.0,
             "completion_tokens": float(buf["loss_mask"].sum(1).mean()),
             "flat_groups": float(flat_groups),  # groups with one reward: no signal
-            "reward_failures": float(stats.failures),
-            "rollout_tokens_per_s": sum(len(c.token_ids) for c in flat) / max(rollout_s, 1e-9),
+            "reward_failures": float(got.failures),
+            "rollout_tokens_per_s": got.tokens_per_s,
         }
         return buf, _mean_over_ranks(metrics, self.info)
 

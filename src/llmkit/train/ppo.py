@@ -13,7 +13,6 @@ completion tokens.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -37,11 +36,9 @@ from llmkit.train.rollout import (
     fitting,
     greedy_completions,
     reward_model_scorer,
-    round_seed,
-    sample_completions,
     stop_ids,
 )
-from llmkit.train.sequences import pack_completions, token_logprobs
+from llmkit.train.sequences import token_logprobs
 from llmkit.train.task_data import rl_prompts, rl_scorer
 
 
@@ -76,7 +73,6 @@ class PPOTask(RolloutTask):
         self.clip, self.value_clip, self.vf_coef = clip, value_clip, vf_coef
         self.gamma, self.lam, self.kl_coef = gamma, lam, kl_coef
         self.eval_prompts, self.max_batch = list(eval_prompts), max_batch
-        self._warned = False
 
     def export(self, model):
         """Publish the policy alone (the value head only served training)."""
@@ -95,20 +91,9 @@ class PPOTask(RolloutTask):
         return torch.cat(lps), torch.cat(vals)
 
     def collect(self, model, round_index: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        self.check_divisible(self.per_round * self.samples // self.info.world_size, "ppo prompts x samples")
-        prompts = self.round_prompts(self.prompts, self.per_round, round_index)
-        engine = self.engine(model, self.tokenizer, self.max_batch)
-        seed = round_seed(self.seed, round_index) + self.info.rank * len(prompts) * self.samples
-        t0 = time.perf_counter()
-        flat = [c for g in sample_completions(engine, prompts, self.samples, self.sampling, seed) for c in g]
-        rollout_s = time.perf_counter() - t0
-        rep = [p for p in prompts for _ in range(self.samples)]
-        scores, stats = self.scorer(rep, flat)
-        if stats.failures and not self._warned:
-            say(f"ppo: a reward call failed ({stats.first_error}); such samples are left out and counted")
-            self._warned = True
-        buf = pack_completions([p.ids for p in rep], [c.token_ids for c in flat], self.tokenizer.pad_id, self.device)
-        score = torch.tensor(scores, device=self.device)  # (N,)
+        got = self.rollout(model, round_index, "ppo")
+        buf = got.buffer
+        score = got.scores.to(self.device)  # (N,), NaN where the call failed
         failed = torch.isnan(score)
         mask = buf["loss_mask"]
         mask[failed] = 0.0
@@ -117,7 +102,7 @@ class PPOTask(RolloutTask):
         kl = (old_logp - ref_logp) * mask  # (N, L-1): k1 estimate per sampled token
         rewards = -self.kl_coef * kl
         last = (buf["lengths"] - 2).clamp(min=0)  # position of each row's last target
-        rows = torch.arange(len(flat), device=self.device)
+        rows = torch.arange(len(score), device=self.device)
         rewards[rows, last] += torch.where(failed, 0.0, score)
         adv, returns = gae(rewards, old_values, mask, self.gamma, self.lam)
         buf.update(
@@ -131,8 +116,8 @@ class PPOTask(RolloutTask):
             "reward": float(valid.mean()) if valid.numel() else math.nan,
             "kl": float(kl.sum(1).mean()),
             "completion_tokens": float(mask.sum(1).mean()),
-            "reward_failures": float(stats.failures),
-            "rollout_tokens_per_s": sum(len(c.token_ids) for c in flat) / max(rollout_s, 1e-9),
+            "reward_failures": float(got.failures),
+            "rollout_tokens_per_s": got.tokens_per_s,
         }
         return buf, _mean_over_ranks(metrics, self.info)
 

@@ -16,12 +16,14 @@ batch. Either way it reaches bitwise the same weights on CPU as an uninterrupted
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
+from llmkit.console import say
 from llmkit.errors import ConfigError
 from llmkit.infer.engine import Completion, Engine
 from llmkit.infer.sampling import SamplingParams
@@ -79,6 +81,16 @@ def round_seed(seed: int, round_index: int) -> int:
     return (seed * 7919 + round_index + 1) * SEED_STRIDE
 
 
+@dataclass
+class Rollouts:
+    """One round's completions as training rows (:func:`pack_completions`' buffer) and rewards."""
+
+    buffer: dict[str, torch.Tensor]
+    scores: torch.Tensor  # (N,) one per completion, NaN where the reward call failed
+    failures: int
+    tokens_per_s: float  # generated tokens over generation time
+
+
 class RolloutTask:
     """Round bookkeeping for on-policy tasks; subclasses implement :meth:`collect` (rollouts ->
     a packed buffer of rows plus metrics), :meth:`make_batch` and ``loss``.
@@ -98,6 +110,7 @@ class RolloutTask:
         self.round_metrics: dict[str, float] = {}
         self.info = distributed.DistInfo()
         self._engine: Engine | None = None
+        self._warned_reward = False
 
     # ---- the Task protocol -------------------------------------------------------------------
     def prepare(self, model, step: int, info: distributed.DistInfo) -> dict[str, float]:
@@ -137,6 +150,31 @@ class RolloutTask:
             self.round_metrics = dict(state.get("metrics") or {})
 
     # ---- for subclasses ----------------------------------------------------------------------
+    def rollout(self, model, round_index: int, what: str) -> Rollouts:
+        """One round's samples, packed and scored: this process's prompts of the round, ``samples``
+        completions of each from the weights being trained, their rewards (NaN where a reward call
+        failed, warned about once). Subclasses set ``prompts``, ``per_round``, ``samples``,
+        ``sampling``, ``scorer``, ``tokenizer`` and ``max_batch``; ``what`` names the stage in messages."""
+        self.check_divisible(self.per_round * self.samples // self.info.world_size, f"{what} prompts x samples")
+        prompts = self.round_prompts(self.prompts, self.per_round, round_index)
+        engine = self.engine(model, self.tokenizer, self.max_batch)
+        seed = round_seed(self.seed, round_index) + self.info.rank * len(prompts) * self.samples
+        t0 = time.perf_counter()
+        flat = [c for g in sample_completions(engine, prompts, self.samples, self.sampling, seed) for c in g]
+        seconds = time.perf_counter() - t0
+        rep = [p for p in prompts for _ in range(self.samples)]
+        scores, stats = self.scorer(rep, flat)
+        if stats.failures and not self._warned_reward:
+            say(f"{what}: a reward call failed ({stats.first_error}); such samples are left out and counted")
+            self._warned_reward = True
+        buf = pack_completions([p.ids for p in rep], [c.token_ids for c in flat], self.tokenizer.pad_id, self.device)
+        return Rollouts(
+            buffer=buf,
+            scores=torch.tensor(scores),
+            failures=stats.failures,
+            tokens_per_s=sum(len(c.token_ids) for c in flat) / max(seconds, 1e-9),
+        )
+
     def collect(self, model, round_index: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         raise NotImplementedError
 
