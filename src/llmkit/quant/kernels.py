@@ -95,8 +95,11 @@ KERNELS = {
     )
 }
 
-DEFAULT = {"int8": "int8-pack", "int4": "int4-pack"}
-"""The fastest CPU kernel per scheme on every shape measured (docs/BENCHMARKS.md, "Quantization")."""
+DEFAULT = {"int8": "dequant", "int4": "dequant"}
+"""The fastest CPU kernel per scheme (docs/BENCHMARKS.md, "Quantization"): on an AVX2 CPU without
+AVX-512/VNNI, PyTorch's packed int8/int4 kernels ran at 0.02-0.4x of fp32 and the dequantising
+matmul at 0.2-0.9x, fastest in 38 of the 40 (shape, rows) cases of both models; the packed ones
+are kept by name (``QuantLinear.kernel_name``) for CPUs they were written for."""
 
 
 def kernel_for(scheme: str, device: torch.device, name: str | None = None) -> Kernel:
