@@ -10,7 +10,11 @@ where a server sends none, one per streamed piece). Errors are counted, not retr
 
 Peers (each started here on a free port, one at a time, same checkpoint directory):
   * ``transformers serve CKPT --continuous-batching`` (transformers' paged continuous batching);
-  * ``transformers serve CKPT`` (one request at a time through ``generate``), with ``--peer-plain``.
+  * ``transformers serve CKPT`` (one request at a time through ``generate``), with ``--peer transformers``;
+  * ``--llama-cpp``: also llama-cpp-python's server (``python -m llama_cpp.server``, its ``server``
+    extra: sse-starlette, starlette-context, pydantic-settings) on an f32 GGUF exported from the
+    same weights by ``llmkit export gguf``, with the GGUF's own chat template; it serves one
+    request at a time.
 
     python benchmarks/bench_serve.py runs/cpu-tiny/base --big /tmp/llmkit-100m
     python benchmarks/bench_serve.py CKPT --levels 1,4,16 --requests 2 --peer none   # quick look
@@ -33,6 +37,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -96,6 +101,19 @@ def start_transformers(ckpt: Path, continuous: bool) -> tuple[Proc, str]:
     argv = [str(exe), "serve", str(ckpt), "--port", str(port), "--device", "cpu", "--host", "127.0.0.1"]
     argv.append("--continuous-batching" if continuous else "--no-continuous-batching")
     return Proc(argv, port, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}), str(ckpt)
+
+
+def start_llama_cpp(ckpt: Path, work: Path) -> tuple[Proc, str]:
+    from llmkit.export.gguf import export_gguf
+
+    gguf = work / f"{ckpt.name}-f32.gguf"
+    if not gguf.exists():
+        export_gguf(ckpt, gguf, "f32")
+    ctx = json.loads((ckpt / "config.json").read_text())["max_position_embeddings"]
+    port = free_port()
+    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "m"]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx), "--n_threads", str(os.cpu_count())]
+    return Proc(argv, port), "m"
 
 
 # --------------------------------------------------------------------- load
@@ -267,11 +285,12 @@ def table(model_label: str, rows: list[dict]) -> str:
             "",
             f"llmkit: output tok/s at concurrency 16 / at 1 = **{ours[16]['tok_s'] / ours[1]['tok_s']:.1f}x**",
         ]
-    peer = {r["concurrency"]: r for r in rows if r.get("server", "").startswith("transformers") and "tok_s" in r}
-    common = sorted(c for c in set(ours) & set(peer) if peer[c]["tok_s"] > 0)
-    if common:
-        ratios = ", ".join(f"c={c}: {ours[c]['tok_s'] / peer[c]['tok_s']:.1f}x" for c in common)
-        lines += ["", f"llmkit / {next(iter(peer.values()))['server']} output tok/s: {ratios}"]
+    for name in sorted({r["server"] for r in rows if r["server"] != "llmkit serve" and "tok_s" in r}):
+        peer = {r["concurrency"]: r for r in rows if r["server"] == name and "tok_s" in r}
+        common = sorted(c for c in set(ours) & set(peer) if peer[c]["tok_s"] > 0)
+        if common:
+            ratios = ", ".join(f"c={c}: {ours[c]['tok_s'] / peer[c]['tok_s']:.1f}x" for c in common)
+            lines += ["", f"llmkit / {name} output tok/s: {ratios}"]
     return "\n".join(lines)
 
 
@@ -293,6 +312,7 @@ def main() -> int:
         choices=["transformers-cb", "transformers", "none"],
         help="the peer server (transformers serve with or without continuous batching)",
     )
+    ap.add_argument("--llama-cpp", action="store_true", help="also llama-cpp-python's server on an f32 GGUF")
     ap.add_argument("--json", type=Path, default=None, help="write every row here too")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
@@ -310,6 +330,10 @@ def main() -> int:
             cb = args.peer == "transformers-cb"
             name = "transformers serve --continuous-batching" if cb else "transformers serve"
             rows += bench_server(name, lambda ckpt=ckpt, cb=cb: start_transformers(ckpt, cb), args, levels)
+        if args.llama_cpp:
+            with tempfile.TemporaryDirectory() as tmp:
+                start = lambda ckpt=ckpt, tmp=tmp: start_llama_cpp(ckpt, Path(tmp))  # noqa: E731
+                rows += bench_server("llama-cpp-python server", start, args, levels)
         out.append(table(label, rows))
         everything += [{**r, "model": label} for r in rows]
     header = (

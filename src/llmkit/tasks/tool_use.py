@@ -30,7 +30,7 @@ class WithCalculator(Task):
         self.base, self.call = base, call
         self.name = f"{'calc' if call else 'tool'}_{base.name}"
         self.verifier = base.verifier
-        self.description = f"{base.description}, {'with' if call else 'needing no'} a calculator call"
+        self.description = f"{base.description}, {'with a' if call else 'needing no'} calculator call"
 
     def draw(self, rng: random.Random) -> Problem:
         problem = self.base.draw(rng)
