@@ -6,7 +6,9 @@ The load generator is ``openai``'s async client streaming chat completions over 
 request count (or time limit) is reached. Every request has its own prompt (no shared prefix to
 reuse) and asks for ``--max-tokens`` tokens in the standard API only (a reply may end earlier at
 the model's end of turn; throughput counts the tokens actually generated, from ``usage`` or,
-where a server sends none, one per streamed piece). Errors are counted, not retried.
+where a server sends none, one per streamed piece). Errors are counted, not retried; a reply the
+model ends at once is a finished request, counted as an empty reply and left out of the latency
+percentiles.
 
 Peers (each started here on a free port, one at a time, same checkpoint directory):
   * ``transformers serve CKPT --continuous-batching`` (transformers' paged continuous batching);
@@ -144,8 +146,8 @@ async def one_request(client, model: str, i: int, max_tokens: int) -> dict:
                 pieces += 1
     except Exception as e:  # counted, not retried
         return {"error": f"{type(e).__name__}: {e}"[:200]}
-    if first is None:
-        return {"error": "no tokens"}
+    if first is None:  # the model ended its turn at once: a finished request with an empty reply
+        return {"tokens": usage.completion_tokens if usage is not None else 0, "empty": True}
     tokens = usage.completion_tokens if usage is not None else pieces
     return {"ttft": first - t0, "tpot": (last - first) / max(tokens - 1, 1), "tokens": tokens}
 
@@ -170,17 +172,19 @@ async def run_level(url: str, model: str, concurrency: int, requests: int, max_t
     wall = time.perf_counter() - t0
     await http.aclose()
     ok = [r for r in results if "error" not in r]
+    timed = [r for r in ok if not r.get("empty")]
     errors = [r["error"] for r in results if "error" in r]
     return {
         "concurrency": concurrency,
         "requests": len(results),
         "errors": len(errors),
+        "empty": len(ok) - len(timed),
         "first_error": errors[0] if errors else "",
         "wall_s": wall,
         "req_s": len(ok) / wall,
         "tok_s": sum(r["tokens"] for r in ok) / wall,
-        "ttft": _pcts([r["ttft"] for r in ok]),
-        "tpot": _pcts([r["tpot"] for r in ok]),
+        "ttft": _pcts([r["ttft"] for r in timed]),
+        "tpot": _pcts([r["tpot"] for r in timed]),
     }
 
 
@@ -265,17 +269,17 @@ def table(model_label: str, rows: list[dict]) -> str:
     lines = [
         f"**{model_label}**",
         "",
-        "| server | concurrency | requests | errors | req/s | output tok/s "
+        "| server | concurrency | requests | errors | empty replies | req/s | output tok/s "
         "| TTFT p50 / p90 / p99 (ms) | TPOT p50 / p90 / p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---|---|",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         if "unavailable" in r:
-            lines.append(f"| {r['server']} | - | - | - | - | - | did not start: {r['unavailable']} | |")
+            lines.append(f"| {r['server']} | - | - | - | - | - | - | did not start: {r['unavailable']} | |")
             continue
         t, p = r["ttft"], r["tpot"]
         lines.append(
-            f"| {r['server']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['req_s']:.2f} | "
+            f"| {r['server']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['empty']} | {r['req_s']:.2f} | "
             f"{r['tok_s']:.1f} | {t['p50'] * 1e3:.0f} / {t['p90'] * 1e3:.0f} / {t['p99'] * 1e3:.0f} | "
             f"{p['p50'] * 1e3:.1f} / {p['p90'] * 1e3:.1f} / {p['p99'] * 1e3:.1f} |"
         )
