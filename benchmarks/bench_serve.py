@@ -279,8 +279,9 @@ def table(model_label: str, rows: list[dict]) -> str:
             continue
         t, p = r["ttft"], r["tpot"]
         lines.append(
-            f"| {r['server']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['empty']} | {r['req_s']:.2f} | "
-            f"{r['tok_s']:.1f} | {t['p50'] * 1e3:.0f} / {t['p90'] * 1e3:.0f} / {t['p99'] * 1e3:.0f} | "
+            f"| {r['server']} | {r['concurrency']} | {r['requests']} | {r['errors']} | {r['empty']} | "
+            f"{r['req_s']:.2f} | {r['tok_s']:.1f} | "
+            f"{t['p50'] * 1e3:.0f} / {t['p90'] * 1e3:.0f} / {t['p99'] * 1e3:.0f} | "
             f"{p['p50'] * 1e3:.1f} / {p['p90'] * 1e3:.1f} / {p['p99'] * 1e3:.1f} |"
         )
     ours = {r["concurrency"]: r for r in rows if r.get("server") == "llmkit serve" and "tok_s" in r}
