@@ -16,7 +16,8 @@ Peers (each started here on a free port, one at a time, same checkpoint director
   * ``--llama-cpp``: also llama-cpp-python's server (``python -m llama_cpp.server``, its ``server``
     extra: sse-starlette, starlette-context, pydantic-settings) on an f32 GGUF exported from the
     same weights by ``llmkit export gguf``, with the GGUF's own chat template; it serves one
-    request at a time.
+    request at a time (with ``--interrupt_requests False``: by default a new request cuts off the
+    one being streamed).
 
     python benchmarks/bench_serve.py runs/cpu-tiny/base --big /tmp/llmkit-100m
     python benchmarks/bench_serve.py CKPT --levels 1,4,16 --requests 2 --peer none   # quick look
@@ -115,6 +116,7 @@ def start_llama_cpp(ckpt: Path, work: Path) -> tuple[Proc, str]:
     port = free_port()
     argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "m"]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(ctx), "--n_threads", str(os.cpu_count())]
+    argv += ["--interrupt_requests", "False"]  # by default a new request cuts off the one streaming
     return Proc(argv, port), "m"
 
 
