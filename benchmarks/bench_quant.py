@@ -210,7 +210,10 @@ def bench_model(name: str, base: Path, work: Path, val: list[str] | None, calib:
     tok = Tokenizer.load(base)
     ctx = llmkit.load(base, device="cpu").config.max_position_embeddings
     variants: dict[str, tuple[Path, str | None]] = {"fp32": (base, "float32"), "bf16": (base, "bfloat16")}
-    for label, scheme, method in (("int8", "int8", "rtn"), ("int4", "int4", "rtn"), ("int4-gptq", "int4", "gptq")):
+    schemes = [("int8", "int8", "rtn"), ("int4", "int4", "rtn")]
+    if val:  # GPTQ changes which codes are stored, not their format: with random weights it adds nothing
+        schemes.append(("int4-gptq", "int4", "gptq"))
+    for label, scheme, method in schemes:
         out = work / f"{name}-{label}"
         quantize_checkpoint(base, out, scheme, args.group_size, method, calibration=calib, force=True)
         variants[label] = (out, None)
