@@ -291,3 +291,20 @@ def test_a_stage_still_to_run_may_change_its_settings_a_finished_one_may_not(tmp
     assert "lr: 0.01" in (tmp_path / "config.yaml").read_text()
     with pytest.raises(ConfigError, match=r"model\.hidden_size.*--from pretrain"):
         init_run_dir(resolve("cpu-micro", ["grpo.lr=0.01", "model.hidden_size=32"]), tmp_path, get_stages(["rl"]))
+
+
+def test_a_run_saved_before_a_field_existed_continues(tmp_path):
+    """A field added to llmkit after a run started takes its default there: not a config change."""
+    from llmkit.config import resolve
+    from llmkit.errors import ConfigError
+    from llmkit.pipeline import init_run_dir
+
+    cfg = resolve("cpu-micro")
+    init_run_dir(cfg, tmp_path)
+    saved = yaml.safe_load((tmp_path / "config.yaml").read_text(encoding="utf-8"))
+    del saved["train"]["parallel"], saved["train"]["activation_checkpointing"]  # as an older llmkit wrote it
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved), encoding="utf-8")
+    init_run_dir(cfg, tmp_path)  # accepted
+    changed = resolve("cpu-micro", ["train.parallel=fsdp"])
+    with pytest.raises(ConfigError, match=r"train\.parallel"):
+        init_run_dir(changed, tmp_path)

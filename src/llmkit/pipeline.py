@@ -43,6 +43,18 @@ def _diff(a, b, prefix=""):
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def _with_defaults(saved: dict, defaults: dict) -> dict:
+    """``saved`` with the fields it predates filled in with their defaults: a field added to llmkit
+    after the run started defaults to the behaviour the run had, so upgrading is not a change."""
+    out = dict(saved)
+    for key, value in defaults.items():
+        if key not in out:
+            out[key] = value
+        elif isinstance(value, dict) and isinstance(out[key], dict):
+            out[key] = _with_defaults(out[key], value)
+    return out
+
+
 def init_run_dir(cfg: RunConfig, run_dir: Path, to_run: Sequence[Stage] = ()) -> None:
     """Create the run directory and save the resolved config; refuse to mix configs in one run.
 
@@ -55,7 +67,7 @@ def init_run_dir(cfg: RunConfig, run_dir: Path, to_run: Sequence[Stage] = ()) ->
     path = run_dir / "config.yaml"
     current = cfg.to_dict()
     if path.is_file():
-        saved = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        saved = _with_defaults(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, RunConfig().to_dict())
         shown = ("pipeline.", "sample.", "eval.")
         free = (*shown, *(f"{section}." for stage in to_run for section in stage.settings))
         changed = [k for k in _diff(saved, current) if not k.startswith(free) and k != "preset"]
