@@ -136,11 +136,14 @@ class ScriptedEngine:
     def generate(self, prompts, params):
         from llmkit.infer.engine import Completion
 
-        self.prompts.append(self.tok.decode(prompts[0]))
-        text = self.replies.pop(0)
-        for stop in params.stop:  # the engine withholds a stop string and what follows it
-            text = text.split(stop)[0]
-        return [[Completion(text, [], "stop", len(prompts[0]))]]
+        out = []
+        for prompt in prompts:
+            self.prompts.append(self.tok.decode(prompt))
+            text = self.replies.pop(0)
+            for stop in params.stop:  # the engine withholds a stop string and what follows it
+                text = text.split(stop)[0]
+            out.append([Completion(text, [], "stop", len(prompt))])
+        return out
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +185,24 @@ def test_the_loop_runs_tool_rounds_and_answers_errors(tok):
         and "<|tool|>\n296<|end|>" in last
         and last.endswith("<|assistant|>\n")
     )
+
+
+def test_the_batched_loop_answers_each_conversation_as_alone(tok):
+    from llmkit.infer.sampling import SamplingParams
+    from llmkit.infer.tools.runner import run_tools_batch
+
+    call = format_call("calculator", {"expression": "37*8"})
+    asks = [[{"role": "user", "content": "What is 37*8?"}], [{"role": "user", "content": "Say 5."}]]
+    # round 1 answers both (the first with a call), round 2 only the one still calling
+    engine = ScriptedEngine(tok, [call, "Answer: 5", "Answer: 296"])
+    turns = run_tools_batch(engine, tok, asks, [[CALCULATOR], [CALCULATOR]], SamplingParams(), max_rounds=2)
+    alone = [
+        run_tools(ScriptedEngine(tok, replies), tok, ask, [CALCULATOR], SamplingParams(), max_rounds=2)
+        for ask, replies in zip(asks, [[call, "Answer: 296"], ["Answer: 5"]], strict=True)
+    ]
+    assert [t.messages for t in turns] == [t.messages for t in alone]
+    assert [t.reply for t in turns] == ["Answer: 296", "Answer: 5"] and [t.rounds for t in turns] == [1, 0]
+    assert len(engine.prompts) == 3
 
 
 def test_the_loop_stops_after_max_rounds(tok):

@@ -92,19 +92,26 @@ def evaluate_tasks(
     responses = [""] * len(examples)
     for i, text in zip(plain, _generate(engine, [requests[i] for i in plain]), strict=True):
         responses[i] = text
+    groups: dict[str, list[int]] = {}  # tool examples batched by their decoding options (reply budgets)
     for i in with_tools:
-        responses[i] = _with_tools(engine, tokenizer, examples[i], system, requests[i][1])
+        groups.setdefault(repr(requests[i][1]), []).append(i)
+    for group in groups.values():
+        replies = _with_tools(engine, tokenizer, [examples[i] for i in group], system, requests[group[0]][1])
+        for i, reply in zip(group, replies, strict=True):
+            responses[i] = reply
     correct = verdicts(examples, responses)
     return TaskEval(score(examples, responses), responses, correct, truncated, kept)
 
 
-def _with_tools(engine, tokenizer, example: Example, system: str | None, params) -> str:
-    """The final reply after the tool loop (at most two rounds of calls)."""
-    from llmkit.infer.tools import builtin_tool, run_tools
+def _with_tools(engine, tokenizer, examples: list[Example], system: str | None, params) -> list[str]:
+    """The final replies after the tool loop (at most two rounds of calls), all examples at once."""
+    from llmkit.infer.tools import builtin_tool
+    from llmkit.infer.tools.runner import run_tools_batch
 
-    tools = [builtin_tool(t["function"]["name"]) for t in example.meta["tools"]]
-    turn = run_tools(engine, tokenizer, to_messages(example, system, with_answer=False), tools, params, max_rounds=2)
-    return turn.reply
+    conversations = [to_messages(e, system, with_answer=False) for e in examples]
+    tools = [[builtin_tool(t["function"]["name"]) for t in e.meta["tools"]] for e in examples]
+    turns = run_tools_batch(engine, tokenizer, conversations, tools, params, max_rounds=2)
+    return [t.reply for t in turns]
 
 
 def _generate(engine, requests: list[tuple[list[int], object]]) -> list[str]:

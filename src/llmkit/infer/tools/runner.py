@@ -40,42 +40,65 @@ def run_tools(
     on_message: Callable[[dict], None] | None = None,
 ) -> ToolTurn:
     """Answer the last user message of ``messages``, calling ``tools`` as the model asks."""
+    return run_tools_batch(engine, tokenizer, [messages], [tools], params, max_rounds, on_message)[0]
+
+
+def run_tools_batch(
+    engine,
+    tokenizer,
+    conversations: list[list[dict]],
+    tools: list[list[Tool]],
+    params,
+    max_rounds: int = 4,
+    on_message: Callable[[dict], None] | None = None,
+) -> list[ToolTurn]:
+    """:func:`run_tools` for many conversations at once (``tools[i]`` are conversation ``i``'s):
+    each round generates the next reply of every conversation still calling tools in one batch.
+    Greedy replies equal those of one conversation at a time (the engine's batching guarantee)."""
     from llmkit.infer.engine import chat_prompt_ids, chat_stop_ids
 
-    by_name = {t.name: t for t in tools}
-    schemas = tool_schemas(tools)
     params = replace(
         params,
         stop=[*params.stop, CALL_CLOSE],
         stop_token_ids=[*params.stop_token_ids, *chat_stop_ids(tokenizer)],
     )
-    turn = ToolTurn()
-    history = list(messages)
+    by_name = [{t.name: t for t in ts} for ts in tools]
+    schemas = [tool_schemas(ts) for ts in tools]
+    turns = [ToolTurn() for _ in conversations]
+    histories = [list(m) for m in conversations]
+    active = list(range(len(conversations)))
     for round_no in range(max_rounds + 1):
-        ids = chat_prompt_ids(tokenizer, history, tools=schemas)
-        completion = engine.generate([ids], params)[0][0]
-        content, calls = parse_tool_calls(completion.text, by_name, id_prefix=f"call_{round_no}")
-        if not calls or round_no == max_rounds:
-            final = {"role": "assistant", "content": content if calls else completion.text}
-            turn.finish_reason = "tool_rounds" if calls else completion.finish_reason
-            _add(turn, history, final, on_message)
-            return turn
-        turn.rounds += 1
-        _add(
-            turn,
-            history,
-            {"role": "assistant", "content": content, "tool_calls": [c.to_openai() for c in calls]},
-            on_message,
-        )
-        for call in calls:
-            result = run_call(call, by_name)
+        if not active:
+            break
+        prompts = [chat_prompt_ids(tokenizer, histories[i], tools=schemas[i]) for i in active]
+        completions = [c[0] for c in engine.generate(prompts, params)]
+        calling = []
+        for i, completion in zip(active, completions, strict=True):
+            turn, history = turns[i], histories[i]
+            content, calls = parse_tool_calls(completion.text, by_name[i], id_prefix=f"call_{round_no}")
+            if not calls or round_no == max_rounds:
+                final = {"role": "assistant", "content": content if calls else completion.text}
+                turn.finish_reason = "tool_rounds" if calls else completion.finish_reason
+                _add(turn, history, final, on_message)
+                continue
+            turn.rounds += 1
+            calling.append(i)
             _add(
                 turn,
                 history,
-                {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result},
+                {"role": "assistant", "content": content, "tool_calls": [c.to_openai() for c in calls]},
                 on_message,
             )
-    return turn
+            for call in calls:
+                result = run_call(call, by_name[i])
+                _add(
+                    turn,
+                    history,
+                    {"role": "tool", "tool_call_id": call.id, "name": call.name, "content": result},
+                    on_message,
+                )
+        active = calling
+    return turns
 
 
 def _add(turn: ToolTurn, history: list[dict], message: dict, on_message) -> None:
