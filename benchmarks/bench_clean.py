@@ -254,17 +254,20 @@ def bits_per_byte(run_dir: Path, docs: list[str], seq_len: int = 256) -> float:
     return nats / n_bytes / math.log(2)
 
 
-def quality_effect(steps: int) -> None:
+def quality_effect(steps: int, work: Path | None = None) -> None:
+    """``work``: keep the corpus and both runs there, and continue them if they stopped (a run
+    interrupted mid-way resumes; its wall time is then that of the last part only)."""
     rng = random.Random(0)
     docs = corpus()
     val = [d for d in docs if split_key(d, 7) < 0.05]
     train = [d for d in docs if split_key(d, 7) >= 0.05]
     dirty = dirty_corpus(train, rng)
-    tmp = Path(tempfile.mkdtemp(prefix="bench-clean-q-"))
-    (tmp / "dirty").mkdir()
-    (tmp / "dirty" / "dirty.jsonl").write_text(
-        "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in dirty), encoding="utf-8"
-    )
+    tmp = work or Path(tempfile.mkdtemp(prefix="bench-clean-q-"))
+    (tmp / "dirty").mkdir(parents=True, exist_ok=True)
+    if not (tmp / "dirty" / "dirty.jsonl").is_file():
+        (tmp / "dirty" / "dirty.jsonl").write_text(
+            "".join(json.dumps({"text": d}, ensure_ascii=False) + "\n" for d in dirty), encoding="utf-8"
+        )
     print(
         f"dirty corpus: {len(dirty):,} documents, {_mb(dirty):.2f} MB (clean part {_mb(train):.2f} MB); "
         f"held out: {len(val):,} documents, {_mb(val):.2f} MB"
@@ -299,7 +302,8 @@ def quality_effect(steps: int) -> None:
     print("|---|---|---|---|")
     for name, (bpb, tokens_, secs) in results.items():
         print(f"| {name} | {tokens_:,} | {bpb:.4f} | {secs / 60:.1f} min |")
-    shutil.rmtree(tmp, ignore_errors=True)
+    if work is None:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -307,9 +311,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quality", action="store_true", help="train on the dirty corpus with and without cleaning")
     p.add_argument("--steps", type=int, default=200, help="training steps of each --quality run")
+    p.add_argument("--work", type=Path, default=None, help="keep (and continue) the --quality runs here")
     args = p.parse_args()
     if args.quality:
-        quality_effect(args.steps)
+        quality_effect(args.steps, args.work)
     else:
         throughput(args.repeats)
 
