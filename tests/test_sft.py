@@ -161,7 +161,7 @@ def test_evaluator_under_ddp_shards_and_gathers_like_one_process(straight, tmp_p
     )
     assert r.returncode == 0, r.stderr[-3000:]
     ddp = tmp_path / "ddp.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     r = subprocess.run([*cmd, str(EVAL_DRIVER), str(straight), str(ddp)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     one, two = json.loads(single.read_text()), json.loads(ddp.read_text())

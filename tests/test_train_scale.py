@@ -23,11 +23,12 @@ DRIVER = TESTS / "train_driver.py"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def run(out, steps, *overrides, procs=1, port=29520, env=None):
-    """The trainer test driver on ``procs`` processes (torchrun for more than one)."""
+def run(out, steps, *overrides, procs=1, env=None):
+    """The trainer test driver on ``procs`` processes (torchrun for more than one; ``--standalone``
+    takes a free port, so runs in parallel test workers never collide)."""
     launch = [sys.executable]
     if procs > 1:
-        launch += ["-m", "torch.distributed.run", f"--nproc_per_node={procs}", f"--master_port={port}"]
+        launch += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={procs}"]
     cmd = [*launch, str(DRIVER), str(out), str(steps), *overrides]
     return subprocess.run(cmd, env=env or ENV, capture_output=True, text=True, timeout=300)
 
@@ -155,8 +156,8 @@ def runs(tmp_path_factory):
     out = {"single": root / "single", "ddp": root / "ddp", "fsdp": root / "fsdp"}
     for r in (
         run(out["single"], 10, "batch_size=2", "grad_accum=2"),
-        run(out["ddp"], 10, "batch_size=2", procs=2, port=29521),
-        run(out["fsdp"], 10, "batch_size=2", "parallel=fsdp", procs=2, port=29522),
+        run(out["ddp"], 10, "batch_size=2", procs=2),
+        run(out["fsdp"], 10, "batch_size=2", "parallel=fsdp", procs=2),
     ):
         assert r.returncode == 0, r.stderr[-3000:]
     return out
@@ -183,7 +184,7 @@ def test_fsdp_and_ddp_match_one_process(runs):
 @pytest.mark.xdist_group("parallel")
 def test_fsdp_killed_and_resumed_on_one_process_with_ddp_reaches_the_same_weights(runs, tmp_path):
     out = tmp_path / "killed"
-    r = run(out, 10, "batch_size=2", "parallel=fsdp", procs=2, port=29523, env={**ENV, "SIGNAL_AT": "7:KILL"})
+    r = run(out, 10, "batch_size=2", "parallel=fsdp", procs=2, env={**ENV, "SIGNAL_AT": "7:KILL"})
     assert r.returncode != 0 and not (out / "model.safetensors").exists()
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_00000005"
     # one process, and DDP's layout: the sharded optimizer state is read whole
@@ -207,7 +208,7 @@ def test_fsdp_killed_and_resumed_on_one_process_with_ddp_reaches_the_same_weight
 def test_muon_split_across_two_processes_equals_one_and_fsdp_checkpointing_keeps_gradients(tmp_path):
     from parallel_driver import muon_case, tiny_model
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29525"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     r = subprocess.run(
         [*cmd, str(TESTS / "parallel_driver.py"), str(tmp_path)], env=ENV, capture_output=True, text=True, timeout=180
     )
