@@ -51,3 +51,24 @@ def server(serve_models):
     )
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def tiny_engine_model():
+    """A 2-layer random model with GQA (4 query / 2 key-value heads) for engine and KV-cache tests."""
+    import torch
+
+    from llmkit.config import ModelConfig
+    from llmkit.model.transformer import Transformer
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(
+        vocab_size=97,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        initializer_range=0.1,
+    )
+    return Transformer(cfg).eval()

@@ -5,26 +5,14 @@ what else was in the batch."""
 import pytest
 import torch
 
-from llmkit.config import ModelConfig
 from llmkit.infer.engine import Engine
 from llmkit.infer.kv_cache import KVCache
 from llmkit.infer.sampling import SamplingParams
-from llmkit.model.transformer import Transformer
 
 
 @pytest.fixture(scope="module")
-def model():
-    torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=97,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        initializer_range=0.1,
-    )
-    return Transformer(cfg).eval()
+def model(tiny_engine_model):
+    return tiny_engine_model
 
 
 def greedy(n_tokens, **kw):

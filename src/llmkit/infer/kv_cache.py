@@ -69,7 +69,7 @@ class KVCache:
 
     def tensors(self) -> list[torch.Tensor]:
         """Every stored tensor, each laid out (B_max, K, S_max, ...), for row and slot moves."""
-        return self.k + self.v
+        return [t for per_layer in self._lists() for t in per_layer]
 
     @property
     def max_batch(self) -> int:
@@ -159,9 +159,6 @@ class Int8KVCache(KVCache):
         self.v = [torch.zeros(shape, dtype=torch.int8, device=device) for _ in range(n_layers)]
         self.k_scale = [torch.zeros(scale_shape, dtype=torch.float32, device=device) for _ in range(n_layers)]
         self.v_scale = [torch.zeros(scale_shape, dtype=torch.float32, device=device) for _ in range(n_layers)]
-
-    def tensors(self) -> list[torch.Tensor]:
-        return self.k + self.v + self.k_scale + self.v_scale
 
     def _lists(self) -> list[list[torch.Tensor]]:
         return [self.k, self.v, self.k_scale, self.v_scale]
