@@ -12,7 +12,8 @@ best of ``--repeats`` alternating runs.
 ``--quality``: a deliberately dirty corpus (the speedrun corpora plus planted exact and near
 duplicates, boilerplate lines and noise documents), a cpu-tiny model trained on it as is and
 after ``llmkit data clean``, the same steps; both scored in bits per byte on the same clean
-held-out documents (5% of the original corpora, by hash, never in either training set).
+held-out documents (5% of the original corpora, by hash, never in either training set), in all and
+per language, with the standard error of the paired difference (documents are the unit).
 
     python benchmarks/bench_clean.py                      # throughput table
     python benchmarks/bench_clean.py --quality --steps 200
@@ -204,6 +205,9 @@ BOILERPLATE = [
 ]
 
 
+COPIED_SHARE = 0.3
+
+
 def dirty_corpus(train: list[str], rng: random.Random) -> list[str]:
     """``train`` plus planted exact/near duplicates, boilerplate lines and noise documents."""
     out = []
@@ -214,9 +218,18 @@ def dirty_corpus(train: list[str], rng: random.Random) -> list[str]:
                 lines.insert(rng.randrange(len(lines) + 1), rng.choice(BOILERPLATE))
             d = "\n".join(lines)
         out.append(d)
-    short = [d for d in train if len(d) < 20_000]
-    for d in rng.sample(short, len(short) // 3) + rng.sample(train, 3):  # copies: exact and lightly edited
-        out += [d, d.replace("，", ",", 1).replace(" the ", " a ", 1)] * (rng.randint(1, 3) if len(d) < 20_000 else 1)
+    # Copies, exact and lightly edited, of about COPIED_SHARE of each language's bytes: the same share
+    # for both, so removing them restores the mixture the held-out documents come from rather than
+    # shifting it (copying short documents only would over-weight Chinese, whose documents are short).
+    for lang_docs in ([d for d in train if not _mostly_chinese(d)], [d for d in train if _mostly_chinese(d)]):
+        target = COPIED_SHARE * sum(len(d) for d in lang_docs)
+        copied = 0
+        for d in rng.sample(lang_docs, len(lang_docs)):
+            if copied >= target:
+                break
+            times = rng.randint(1, 3)
+            out += [d, d.replace("，", ",", 1).replace(" the ", " a ", 1)] * times
+            copied += 2 * times * len(d)
     for _ in range(len(train) // 4):  # noise
         kind = rng.randrange(5)
         if kind == 0:
@@ -235,23 +248,42 @@ def dirty_corpus(train: list[str], rng: random.Random) -> list[str]:
     return out
 
 
-def bits_per_byte(run_dir: Path, docs: list[str], seq_len: int = 256) -> float:
+def document_bits(run_dir: Path, docs: list[str], seq_len: int = 256) -> list[float]:
+    """Bits the run's model spends on each document (BOS first, windows of ``seq_len``)."""
     import torch
 
     import llmkit
 
     lm = llmkit.load(run_dir / "base", device="cpu")
-    nats = 0.0
-    n_bytes = 0
+    bits = []
     with torch.inference_mode():
         for d in docs:
             ids = [lm.tokenizer.bos_id, *lm.tokenizer.encode(d)]
+            nats = 0.0
             for s in range(0, len(ids) - 1, seq_len):
                 x = torch.tensor([ids[s : s + seq_len + 1]])
                 logits = lm.model(x[:, :-1])  # (1, T, V)
                 nats += torch.nn.functional.cross_entropy(logits[0], x[0, 1:], reduction="sum").item()
-            n_bytes += len(d.encode("utf-8"))
-    return nats / n_bytes / math.log(2)
+            bits.append(nats / math.log(2))
+    return bits
+
+
+def _mostly_chinese(text: str) -> bool:
+    """At least 30% of the characters are CJK ideographs (the held-out documents are one or the other)."""
+    return sum("\u4e00" <= c <= "\u9fff" for c in text) >= 0.3 * len(text)
+
+
+def paired_difference(a: list[float], b: list[float], n_bytes: list[int]) -> tuple[float, float]:
+    """Bits/byte of ``a`` minus ``b`` over the same documents, with its standard error.
+
+    Bits/byte is a ratio (total bits / total bytes), so the error is the ratio estimator's:
+    documents are the sampled unit, and their differences are paired (same text, two models)."""
+    total = sum(n_bytes)
+    d = [x - y for x, y in zip(a, b, strict=True)]
+    diff = sum(d) / total
+    n = len(d)
+    resid = sum((di - diff * bi) ** 2 for di, bi in zip(d, n_bytes, strict=True))
+    return diff, math.sqrt(n / (n - 1) * resid) / total
 
 
 def quality_effect(steps: int, work: Path | None = None) -> None:
@@ -290,18 +322,35 @@ def quality_effect(steps: int, work: Path | None = None) -> None:
             f"train.eval_every={steps}",
             f"train.ckpt_every={steps}",
         ]
-        t0 = time.perf_counter()
         subprocess.run(cmd, check=True)
         st = json.loads((run / "data" / "stats.json").read_text())
-        results[name] = (bits_per_byte(run, val), st["train_tokens"], time.perf_counter() - t0)
+        stage_seconds = json.loads((run / "stages.json").read_text())
+        pretrain = json.loads((run / "base" / "train_summary.json").read_text())
+        results[name] = (document_bits(run, val), st["train_tokens"], stage_seconds, pretrain)
+    n_bytes = [len(d.encode("utf-8")) for d in val]
     print(
-        f"\ncpu-tiny, {steps} steps, same held-out documents ({platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} cores)\n"
+        f"\ncpu-tiny, {steps} steps, same {len(val)} held-out documents "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores)\n"
     )
-    print("| training corpus | training tokens | held-out bits/byte | wall time |")
-    print("|---|---|---|---|")
-    for name, (bpb, tokens_, secs) in results.items():
-        print(f"| {name} | {tokens_:,} | {bpb:.4f} | {secs / 60:.1f} min |")
+    print("| training corpus | training tokens | held-out bits/byte | stage times | pretraining tokens/s |")
+    print("|---|---|---|---|---|")
+    for name, (bits, tokens_, stage_seconds, pretrain) in results.items():
+        times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in stage_seconds.items())
+        tps = pretrain.get("tokens_per_s")
+        print(f"| {name} | {tokens_:,} | {sum(bits) / sum(n_bytes):.4f} | {times} | {f'{tps:,.0f}' if tps else '?'} |")
+    print("\n| held-out documents | documents | bytes | raw | cleaned | cleaned minus raw (standard error) |")
+    print("|---|---|---|---|---|---|")
+    groups = {"all": range(len(val))}
+    for lang in ("en", "zh"):
+        groups[lang] = [i for i, d in enumerate(val) if _mostly_chinese(d) == (lang == "zh")]
+    for name, idx in groups.items():
+        raw, cleaned = ([results[k][0][i] for i in idx] for k in ("raw", "cleaned"))
+        nb = [n_bytes[i] for i in idx]
+        diff, se = paired_difference(cleaned, raw, nb)
+        print(
+            f"| {name} | {len(idx)} | {sum(nb):,} | {sum(raw) / sum(nb):.4f} | {sum(cleaned) / sum(nb):.4f} | "
+            f"{diff:+.4f} ({se:.4f}) |"
+        )
     if work is None:
         shutil.rmtree(tmp, ignore_errors=True)
 
