@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import math
 import os
 import platform
 import random
@@ -35,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from heldout import comparison_table, document_bits, mostly_chinese
 from llmkit.config import CleanConfig, DataConfig
 from llmkit.data.sources import iter_documents, split_key
 
@@ -221,7 +221,7 @@ def dirty_corpus(train: list[str], rng: random.Random) -> list[str]:
     # Copies, exact and lightly edited, of about COPIED_SHARE of each language's bytes: the same share
     # for both, so removing them restores the mixture the held-out documents come from rather than
     # shifting it (copying short documents only would over-weight Chinese, whose documents are short).
-    for lang_docs in ([d for d in train if not _mostly_chinese(d)], [d for d in train if _mostly_chinese(d)]):
+    for lang_docs in ([d for d in train if not mostly_chinese(d)], [d for d in train if mostly_chinese(d)]):
         target = COPIED_SHARE * sum(len(d) for d in lang_docs)
         copied = 0
         for d in rng.sample(lang_docs, len(lang_docs)):
@@ -246,44 +246,6 @@ def dirty_corpus(train: list[str], rng: random.Random) -> list[str]:
             out.append("".join(chr(rng.randint(0x21, 0x2FFF)) for _ in range(rng.randint(100, 1500))))
     rng.shuffle(out)
     return out
-
-
-def document_bits(run_dir: Path, docs: list[str], seq_len: int = 256) -> list[float]:
-    """Bits the run's model spends on each document (BOS first, windows of ``seq_len``)."""
-    import torch
-
-    import llmkit
-
-    lm = llmkit.load(run_dir / "base", device="cpu")
-    bits = []
-    with torch.inference_mode():
-        for d in docs:
-            ids = [lm.tokenizer.bos_id, *lm.tokenizer.encode(d)]
-            nats = 0.0
-            for s in range(0, len(ids) - 1, seq_len):
-                x = torch.tensor([ids[s : s + seq_len + 1]])
-                logits = lm.model(x[:, :-1])  # (1, T, V)
-                nats += torch.nn.functional.cross_entropy(logits[0], x[0, 1:], reduction="sum").item()
-            bits.append(nats / math.log(2))
-    return bits
-
-
-def _mostly_chinese(text: str) -> bool:
-    """At least 30% of the characters are CJK ideographs (the held-out documents are one or the other)."""
-    return sum("\u4e00" <= c <= "\u9fff" for c in text) >= 0.3 * len(text)
-
-
-def paired_difference(a: list[float], b: list[float], n_bytes: list[int]) -> tuple[float, float]:
-    """Bits/byte of ``a`` minus ``b`` over the same documents, with its standard error.
-
-    Bits/byte is a ratio (total bits / total bytes), so the error is the ratio estimator's:
-    documents are the sampled unit, and their differences are paired (same text, two models)."""
-    total = sum(n_bytes)
-    d = [x - y for x, y in zip(a, b, strict=True)]
-    diff = sum(d) / total
-    n = len(d)
-    resid = sum((di - diff * bi) ** 2 for di, bi in zip(d, n_bytes, strict=True))
-    return diff, math.sqrt(n / (n - 1) * resid) / total
 
 
 def quality_effect(steps: int, work: Path | None = None) -> None:
@@ -326,7 +288,7 @@ def quality_effect(steps: int, work: Path | None = None) -> None:
         st = json.loads((run / "data" / "stats.json").read_text())
         stage_seconds = json.loads((run / "stages.json").read_text())
         pretrain = json.loads((run / "base" / "train_summary.json").read_text())
-        results[name] = (document_bits(run, val), st["train_tokens"], stage_seconds, pretrain)
+        results[name] = (document_bits(run / "base", val), st["train_tokens"], stage_seconds, pretrain)
     n_bytes = [len(d.encode("utf-8")) for d in val]
     print(
         f"\ncpu-tiny, {steps} steps, same {len(val)} held-out documents "
@@ -338,19 +300,12 @@ def quality_effect(steps: int, work: Path | None = None) -> None:
         times = ", ".join(f"{k} {v['seconds']:.0f} s" for k, v in stage_seconds.items())
         tps = pretrain.get("tokens_per_s")
         print(f"| {name} | {tokens_:,} | {sum(bits) / sum(n_bytes):.4f} | {times} | {f'{tps:,.0f}' if tps else '?'} |")
-    print("\n| held-out documents | documents | bytes | raw | cleaned | cleaned minus raw (standard error) |")
-    print("|---|---|---|---|---|---|")
-    groups = {"all": range(len(val))}
+    index = {"all": list(range(len(val)))}
     for lang in ("en", "zh"):
-        groups[lang] = [i for i, d in enumerate(val) if _mostly_chinese(d) == (lang == "zh")]
-    for name, idx in groups.items():
-        raw, cleaned = ([results[k][0][i] for i in idx] for k in ("raw", "cleaned"))
-        nb = [n_bytes[i] for i in idx]
-        diff, se = paired_difference(cleaned, raw, nb)
-        print(
-            f"| {name} | {len(idx)} | {sum(nb):,} | {sum(raw) / sum(nb):.4f} | {sum(cleaned) / sum(nb):.4f} | "
-            f"{diff:+.4f} ({se:.4f}) |"
-        )
+        index[lang] = [i for i, d in enumerate(val) if mostly_chinese(d) == (lang == "zh")]
+    groups = {g: [val[i] for i in idx] for g, idx in index.items()}
+    bits = {k: {g: [results[k][0][i] for i in idx] for g, idx in index.items()} for k in results}
+    print("\n" + comparison_table(groups, bits, "raw", "cleaned"))
     if work is None:
         shutil.rmtree(tmp, ignore_errors=True)
 

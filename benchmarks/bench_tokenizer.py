@@ -13,8 +13,15 @@ Rows: llmkit's default ``qwen2`` pre-tokenizer, the ``llmkit`` pre-tokenizer wit
 ``tokenizers.ByteLevelBPETokenizer`` (GPT-2 regex: a run of Chinese is one pre-token, numbers in
 any length) trained on the same text with the same vocabulary. Ratios are against the peer.
 
+``--model-effect``: what the pre-tokenizer does for a model. cpu-tiny is pretrained twice on the
+speedrun corpora (``pipeline.stages=[data,pretrain]``), once per pre-tokenizer (``qwen2``, and
+``llmkit`` with its default CJK runs), the same steps; both are scored in bits per byte on the
+run's own held-out documents (the data stage's split, which does not depend on the tokenizer),
+per source, with the standard error of the paired difference.
+
     python benchmarks/bench_tokenizer.py                 # prints a markdown table
     python benchmarks/bench_tokenizer.py --vocab-size 8192 --repeats 1
+    python benchmarks/bench_tokenizer.py --model-effect --work DIR   # two pretrainings, ~16 min on 2 cores
 """
 
 from __future__ import annotations
@@ -23,8 +30,15 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
+import yaml
+
+from heldout import comparison_table, document_bits
 from llmkit.config import DataConfig
 from llmkit.data.corpora import fetch_corpus
 from llmkit.data.sources import iter_documents, split_documents
@@ -114,13 +128,49 @@ def measure(make, train_texts, evals, repeats):
     }
 
 
+def model_effect(steps: int | None, work: Path | None) -> None:
+    """``work``: keep both runs there (a stopped run resumes; finished ones are only scored)."""
+    from llmkit.config import resolve
+    from llmkit.data.splits import SplitCorpus
+
+    tmp = work or Path(tempfile.mkdtemp(prefix="bench-pretok-"))
+    names = {"qwen2": "qwen2", "llmkit": "llmkit (CJK runs of 2)"}
+    for pre in names:
+        cmd = [sys.executable, "-m", "llmkit.cli", "speedrun", "--preset", "cpu-tiny", "--run-dir", str(tmp / pre)]
+        cmd += ["pipeline.stages=[data,pretrain]", f"tokenizer.pre_tokenizer={pre}"]
+        cmd += [f"train.max_steps={steps}"] if steps else []
+        subprocess.run(cmd, check=True)
+    cfg = resolve(base=yaml.safe_load((tmp / "qwen2" / "config.yaml").read_text(encoding="utf-8")))
+    groups = SplitCorpus(cfg.data, cfg.train.seed).val  # source -> held-out documents
+    groups = {"all": [d for docs in groups.values() for d in docs], **groups}
+    bits = {}
+    for pre, name in names.items():
+        per_doc = document_bits(tmp / pre / "base", groups["all"])
+        it = iter(per_doc)
+        bits[name] = {"all": per_doc, **{g: [next(it) for _ in docs] for g, docs in groups.items() if g != "all"}}
+    summary = {pre: json.loads((tmp / pre / "base" / "train_summary.json").read_text()) for pre in names}
+    print(
+        f"\ncpu-tiny, {summary['qwen2']['step']} steps each "
+        f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores); "
+        + "; ".join(f"{names[p]}: {s['tokens_per_s']:,.0f} tokens/s" for p, s in summary.items())
+        + "\n"
+    )
+    print(comparison_table(groups, bits, names["llmkit"], names["qwen2"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--vocab-size", type=int, default=4096)
     ap.add_argument("--min-frequency", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=2, help="training runs per row; the fastest is reported")
     ap.add_argument("--runs", default="1,2,3,0", help="CJK run lengths to compare (0 = unlimited)")
+    ap.add_argument("--model-effect", action="store_true", help="pretrain cpu-tiny once per pre-tokenizer")
+    ap.add_argument("--steps", type=int, default=None, help="--model-effect: steps per run (preset's if unset)")
+    ap.add_argument("--work", type=Path, default=None, help="--model-effect: keep (and continue) the runs here")
     args = ap.parse_args()
+    if args.model_effect:
+        model_effect(args.steps, args.work)
+        return
 
     train, evals = load_splits()
     mb = sum(len(t.encode()) for t in train) / 1e6
