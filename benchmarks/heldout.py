@@ -35,11 +35,14 @@ def paired_difference(a: list[float], b: list[float], n_bytes: list[int]) -> tup
     """Bits/byte of ``a`` minus ``b`` over the same documents, with its standard error.
 
     Bits/byte is a ratio (total bits / total bytes), so the error is the ratio estimator's:
-    documents are the sampled unit, and their differences are paired (same text, two models)."""
+    documents are the sampled unit, and their differences are paired (same text, two models).
+    The error of one document is unknown: NaN."""
     total = sum(n_bytes)
     d = [x - y for x, y in zip(a, b, strict=True)]
     diff = sum(d) / total
     n = len(d)
+    if n < 2:
+        return diff, math.nan
     resid = sum((di - diff * bi) ** 2 for di, bi in zip(d, n_bytes, strict=True))
     return diff, math.sqrt(n / (n - 1) * resid) / total
 
