@@ -25,6 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from llmkit.model.inference import onednn_linear_works
+
 SHAPES = {  # (in, out) of every matmul in one decode step: per layer qkv, o, gate_up, down; then the head
     "cpu-tiny": [(256, 512), (256, 256), (256, 1408), (704, 256)] * 6 + [(256, 4096)],
     "100M": [(768, 1280), (768, 768), (768, 4096), (2048, 768)] * 12 + [(768, 32000)],
@@ -54,12 +56,13 @@ def bench_matmul(args) -> list[dict]:
             kernels = {
                 "F.linear (N, K)": (ws, lambda x, w: F.linear(x, w)),
                 "x @ W^T (K, N) copy": ([w.t().contiguous() for w in ws], lambda x, w: x @ w),
-                "oneDNN on (N, K)": (ws, lambda x, w: lp(x, w, None, "none", [], "")),
-                "oneDNN packed": (
+            }
+            if onednn_linear_works(dtype):  # oneDNN's bf16 linear needs AVX-512 or AVX-NE-CONVERT
+                kernels["oneDNN on (N, K)"] = (ws, lambda x, w: lp(x, w, None, "none", [], ""))
+                kernels["oneDNN packed"] = (
                     [torch.ops.mkldnn._reorder_linear_weight(w, 16) for w in ws],
                     lambda x, w: lp(x, w, None, "none", [], ""),
-                ),
-            }
+                )
             for m in (1, 16, 128):
                 xs = {k: torch.randn(m, k, generator=g).to(dtype) for k, _ in shapes}
                 times = {}
