@@ -178,6 +178,19 @@ def test_sampling_follows_the_distribution():
     torch.testing.assert_close(freq, logits.softmax(-1)[0], atol=0.03, rtol=0)
 
 
+def test_draw_follows_unnormalised_weights_and_never_picks_a_zero():
+    weights = torch.tensor([[0.0, 3.0, 0.0, 1.0, 0.0], [5.0, 0.0, 0.0, 0.0, 0.0]])
+    gens = [torch.Generator().manual_seed(1), None]
+    draws = torch.stack([S.draw(weights, gens) for _ in range(4000)])  # (4000, 2)
+    freq = torch.bincount(draws[:, 0], minlength=5).float() / len(draws)
+    torch.testing.assert_close(freq, torch.tensor([0.0, 0.75, 0.0, 0.25, 0.0]), atol=0.03, rtol=0)
+    assert (draws[:, 1] == 0).all()
+    with pytest.raises(LLMKitError, match="probability 0"):
+        S.draw(torch.zeros(1, 5))
+    with pytest.raises(LLMKitError, match="probability 0"):
+        S.sample(torch.full((1, 5), float("-inf")), False)
+
+
 @pytest.mark.parametrize(
     "kw,match",
     [

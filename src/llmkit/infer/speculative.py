@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from llmkit.infer.engine import Completion, Engine, SeqState, StepOutput, TokenLogprob
 from llmkit.infer.kv_cache import KVCache
-from llmkit.infer.sampling import GenerationError, SamplingParams
+from llmkit.infer.sampling import GenerationError, SamplingParams, draw
 from llmkit.model.inference import prepare_for_inference
 
 
@@ -160,12 +160,12 @@ class SpeculativeDecoder:
             residual = (p - qd).clamp_(min=0)
             if residual.sum() <= 0:  # p == q: any draw from p is exact
                 residual = p
-            new.append(int(torch.multinomial(residual / residual.sum(), 1, generator=gen)))
+            new.append(int(draw(residual[None], [gen])[0]))
             rejected = True
             break
         if not rejected:  # all accepted: the bonus token from p_{k+1}
             last = p_logits[len(drafts)]
-            new.append(int(last.argmax()) if greedy else int(torch.multinomial(last.softmax(-1), 1, generator=gen)))
+            new.append(int(last.argmax()) if greedy else int(draw(last.softmax(-1)[None], [gen])[0]))
         lps = [None] * len(new)
         if seq.params.logprobs is not None:
             logp = F.log_softmax(logits[: len(new)], -1)
@@ -191,7 +191,7 @@ class SpeculativeDecoder:
                 qs.append(F.one_hot(torch.tensor(d), ql.numel()).float())
             else:
                 qp = ql.softmax(-1)
-                d = int(torch.multinomial(qp, 1, generator=seq.gen))
+                d = int(draw(qp[None], [seq.gen])[0])
                 qs.append(qp)
             drafts.append(d)
             if i < k - 1:
