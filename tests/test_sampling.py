@@ -204,6 +204,7 @@ def test_draw_follows_unnormalised_weights_and_never_picks_a_zero():
         (dict(num_beams=4, temperature=1.0, top_p=0.9), "num_beams=4 with sampling"),
         (dict(num_beams=2, n=3), "n=3"),
         (dict(allowed_token_ids=[]), "allowed_token_ids"),
+        (dict(allowed_token_ids=[5, 6], banned_token_ids=[6, 5, 7]), "banned_token_ids"),
     ],
 )
 def test_bad_options_are_one_line_errors(kw, match):

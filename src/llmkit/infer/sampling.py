@@ -128,6 +128,8 @@ class SamplingParams:
             bad("n", "must be a positive integer")
         if self.allowed_token_ids is not None and len(self.allowed_token_ids) == 0:
             bad("allowed_token_ids", "is empty; nothing could be generated (use None for no restriction)")
+        if self.allowed_token_ids and set(self.allowed_token_ids) <= set(self.banned_token_ids or ()):
+            bad("banned_token_ids", "bans every id in allowed_token_ids; nothing could be generated")
         if self.num_beams > 1:
             if self.temperature > 0 and (self.top_k or self.top_p < 1 or self.min_p or self.typical_p < 1):
                 raise GenerationError(
@@ -434,7 +436,7 @@ def draw(weights: torch.Tensor, generators: list[torch.Generator | None] | None 
 
     Inverse-CDF: one uniform per row from the row's generator (the global RNG where None), then a
     binary search of the row's cumulative sum. ``torch.multinomial`` draws one exponential per
-    vocabulary entry instead: 15x slower for 32 rows of 4,096 (docs/BENCHMARKS.md, "Sampling").
+    vocabulary entry instead: 11x slower for 32 rows of 4,096 (docs/BENCHMARKS.md, "Sampling").
     """
     N = weights.size(0)
     if generators is None or all(g is None for g in generators):
