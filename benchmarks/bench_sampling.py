@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from llmkit.config import ModelConfig
+from llmkit.config import resolve
 from llmkit.infer import sampling
 from llmkit.infer.engine import Engine
 from llmkit.infer.sampling import SamplingParams
@@ -59,14 +59,7 @@ def bench_draw(repeats: int) -> None:
 
 def bench_engine(repeats: int) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(
-        vocab_size=4096,
-        hidden_size=256,
-        num_hidden_layers=6,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-    )
+    cfg = resolve("cpu-tiny").model  # the preset's shape
     model = Transformer(cfg)
     engine = Engine(model, max_batch=32)
     prompts = [
