@@ -250,7 +250,7 @@ def dirty_corpus(train: list[str], rng: random.Random) -> list[str]:
 
 def quality_effect(steps: int, work: Path | None = None) -> None:
     """``work``: keep the corpus and both runs there, and continue them if they stopped (a run
-    interrupted mid-way resumes; its wall time is then that of the last part only)."""
+    interrupted mid-way resumes; its stage times are then those the run records, of the last part)."""
     rng = random.Random(0)
     docs = corpus()
     val = [d for d in docs if split_key(d, 7) < 0.05]
